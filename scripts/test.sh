@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The project's one test command:
+#
+#   bash scripts/test.sh [PYTEST_ARGS...]
+#
+# 1. creates/reuses the virtualenv .venv and installs mailpool[dev] into it
+#    (editable; re-installed only when pyproject.toml changes);
+# 2. unless MAILPOOL_TEST_POSTGRES_URL is already set, starts a throwaway
+#    PostgreSQL (scripts/postgres.sh) on a free port in a temp dir and exports
+#    MAILPOOL_TEST_POSTGRES_URL; it is stopped and deleted on exit, including
+#    on failure or Ctrl-C. If PostgreSQL is unavailable this is fatal when
+#    CI=true, otherwise a warning (the PostgreSQL tests then skip);
+# 3. runs the quality gates in order, stopping at the first failure:
+#    ruff check, ruff format --check, mypy, pytest (last, so its summary line
+#    is the last thing printed). The exit code is that of the failing gate
+#    (pytest's 5 = "no tests collected" counts as a failure), else 0.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+VENV=$ROOT/.venv
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+header() { printf '==> %s\n' "$*"; }
+is_ci() { [[ ${CI:-} == true || ${CI:-} == 1 ]]; }
+
+# --- 1. virtualenv ----------------------------------------------------------
+setup_venv() {
+    # Serialize concurrent runs from the same checkout (pip is not safe to run
+    # twice at once into one venv).
+    if command -v flock >/dev/null 2>&1; then
+        local lock
+        lock="/tmp/mailpool-venv-$(id -u)-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1).lock"
+        exec 9>>"$lock"
+        flock 9
+    fi
+    if ! "$VENV/bin/python" -c '' >/dev/null 2>&1; then
+        log "creating virtualenv $VENV"
+        python3 -m venv --clear "$VENV" ||
+            { log "error: 'python3 -m venv' failed (Debian: apt-get install python3-venv)"; exit 1; }
+    fi
+    # Install only when pyproject.toml (or the interpreter) changed since the
+    # last successful install; the editable install picks up src/ changes.
+    local stamp=$VENV/.mailpool-dev.stamp want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$VENV/bin/python" -VV)"
+    if [[ ! -f $stamp || $(<"$stamp") != "$want" ]]; then
+        log "installing mailpool[dev] into .venv..."
+        "$VENV/bin/python" -m pip install -qq --disable-pip-version-check -e '.[dev]'
+        printf '%s\n' "$want" >"$stamp"
+    fi
+    if command -v flock >/dev/null 2>&1; then exec 9>&-; fi
+}
+
+# --- 2. throwaway PostgreSQL ------------------------------------------------
+PGDIR=
+cleanup() {
+    local rc=$?
+    trap '' INT TERM HUP # don't let a second Ctrl-C skip the cleanup
+    if [[ -n $PGDIR ]]; then
+        # Silent, so that pytest's summary stays the last line printed.
+        bash "$ROOT/scripts/postgres.sh" stop "$PGDIR" >/dev/null 2>&1 || true
+        rm -rf "$PGDIR"
+    fi
+    exit "$rc"
+}
+
+free_port() {
+    "$VENV/bin/python" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+start_postgres() {
+    if [[ -n ${MAILPOOL_TEST_POSTGRES_URL:-} ]]; then
+        log "using PostgreSQL from MAILPOOL_TEST_POSTGRES_URL"
+        return 0
+    fi
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+    # Under /tmp (short socket path, traversable by the postgres user).
+    PGDIR=$(mktemp -d /tmp/mailpool-pg.XXXXXX)
+    chmod 755 "$PGDIR"
+
+    local port out rc
+    for _ in 1 2 3; do
+        port=$(free_port)
+        rc=0
+        out=$(bash "$ROOT/scripts/postgres.sh" start "$PGDIR" "$port" 2>&1) || rc=$?
+        # 3 = port grabbed by someone else in the meantime: try another one.
+        [[ $rc -eq 3 ]] || break
+    done
+    if [[ $rc -eq 0 ]]; then
+        export MAILPOOL_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$port/mailpool_test"
+        log "PostgreSQL test server on 127.0.0.1:$port"
+        return 0
+    fi
+    printf '%s\n' "$out" >&2
+    if is_ci; then
+        log "error: could not start PostgreSQL (required when CI=true)"
+        exit 1
+    fi
+    log "warning: could not start PostgreSQL; the PostgreSQL tests will be skipped"
+}
+
+setup_venv
+export VIRTUAL_ENV=$VENV PATH=$VENV/bin:$PATH
+start_postgres
+
+# --- 3. quality gates (set -e stops at the first failure) -------------------
+header "ruff check ."
+"$VENV/bin/ruff" check .
+header "ruff format --check ."
+"$VENV/bin/ruff" format --check .
+header "mypy"
+"$VENV/bin/mypy"
+header "pytest${*:+ $*}"
+"$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,95 @@
+"""mailpool: send email through a pool of sender accounts.
+
+Each account has its own SMTP or OAuth2 credentials, a daily limit, a minimum
+wait between sends and a status. :class:`AccountPool` picks an eligible
+account (randomly by default), reserves a unit of its quota atomically, sends
+with retries, and fails over to another account when one fails.
+"""
+
+from __future__ import annotations
+
+from mailpool._retry import RetryPolicy
+from mailpool.errors import (
+    AccountNotFound,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectFailure,
+    MailpoolError,
+    MessageRejected,
+    NoAccountAvailable,
+    NoAccountReason,
+    SendError,
+    StorageError,
+    TemporarySendError,
+)
+from mailpool.models import (
+    Account,
+    AccountStatus,
+    AccountUsage,
+    ConnectionTestResult,
+    OAuth2Credentials,
+    SendResult,
+    SMTPSettings,
+)
+from mailpool.pool import AccountPool
+from mailpool.providers import PROVIDERS, ConnectionType, ProviderPreset
+from mailpool.selection import (
+    LeastUsedSelector,
+    RandomSelector,
+    RoundRobinSelector,
+    Selector,
+    SelectorLike,
+)
+from mailpool.storage import (
+    InMemoryStorage,
+    JSONStorage,
+    Reservation,
+    Scope,
+    SQLStorage,
+    Storage,
+    open_storage,
+)
+from mailpool.transport import SMTPTransport, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROVIDERS",
+    "Account",
+    "AccountNotFound",
+    "AccountPool",
+    "AccountStatus",
+    "AccountUsage",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectFailure",
+    "ConnectionTestResult",
+    "ConnectionType",
+    "InMemoryStorage",
+    "JSONStorage",
+    "LeastUsedSelector",
+    "MailpoolError",
+    "MessageRejected",
+    "NoAccountAvailable",
+    "NoAccountReason",
+    "OAuth2Credentials",
+    "ProviderPreset",
+    "RandomSelector",
+    "Reservation",
+    "RetryPolicy",
+    "RoundRobinSelector",
+    "SMTPSettings",
+    "SMTPTransport",
+    "SQLStorage",
+    "Scope",
+    "Selector",
+    "SelectorLike",
+    "SendError",
+    "SendResult",
+    "Storage",
+    "StorageError",
+    "TemporarySendError",
+    "Transport",
+    "__version__",
+    "open_storage",
+]

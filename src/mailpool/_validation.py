@@ -1,0 +1,71 @@
+"""Checks shared by the models and the pool: addresses and header values."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import ValidationError
+
+_LOCAL_PART = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+)
+_LABEL = re.compile(r"(?!-)[^\W_](?:[\w-]{0,61}[^\W_])?(?<!-)\Z")
+
+
+def check_email(value: str) -> str:
+    """Return ``value`` stripped if it is a plausible ``local@domain`` address.
+
+    :raises ValueError: with a sentence saying what is wrong.
+    """
+    address = value.strip()
+    local, at, domain = address.rpartition("@")
+    problem = None
+    if not at or not local or not domain:
+        problem = "it needs the form name@domain"
+    elif len(address) > 254:
+        problem = "it is longer than 254 characters"
+    elif not _LOCAL_PART.fullmatch(local):
+        problem = f"the part before '@' ({local!r}) has characters not allowed there"
+    elif not all(_LABEL.match(label) for label in domain.split(".")):
+        problem = f"the domain {domain!r} is not a valid host name"
+    if problem:
+        raise ValueError(f"{value!r} is not a valid email address: {problem}")
+    return address
+
+
+def check_header_value(name: str, value: str) -> str:
+    """Refuse CR and LF in a value that ends up in a mail header.
+
+    :raises ValueError: naming the field.
+    """
+    if "\r" in value or "\n" in value:
+        raise ValueError(
+            f"{name} must not contain line breaks (CR or LF): they would let the "
+            "value inject extra mail headers"
+        )
+    return value
+
+
+def describe(model: str, error: ValidationError) -> str:
+    """One readable sentence per problem, without the offending input values.
+
+    A nested model's own ``ConfigurationError`` is unfolded, so the result reads
+    ``invalid Account: smtp.port: Input should be ...``.
+    """
+    parts = [f"{where}: {text}" if where else text for where, text in _problems(error)]
+    return f"invalid {model}: " + "; ".join(parts)
+
+
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in item["loc"])
+        nested = item.get("ctx", {}).get("error")
+        if isinstance(nested, ValueError) and isinstance(
+            nested.__cause__, ValidationError
+        ):
+            for inner, text in _problems(nested.__cause__):
+                problems.append((f"{where}.{inner}" if inner else where, text))
+        else:
+            problems.append((where, item["msg"].removeprefix("Value error, ")))
+    return problems

@@ -1,0 +1,168 @@
+"""The exceptions mailpool raises.
+
+Every error derives from :class:`MailpoolError`; where the meaning matches a
+builtin, the error also derives from it, so ``except ValueError`` or
+``except KeyError`` keep working::
+
+    MailpoolError
+    ├── ConfigurationError (also ValueError)   bad settings, bad input, unknown URL,
+    │                                          missing extra
+    ├── StorageError                           names the file or database; the driver's
+    │   │                                      error is chained as __cause__
+    │   └── AccountNotFound (also KeyError)
+    ├── NoAccountAvailable                     .reason, .retry_after
+    └── SendError                              .account_id, .smtp_code
+        ├── TemporarySendError                 4xx, disconnects, timeouts: retried,
+        │   │                                  then failover
+        │   └── ConnectFailure (also ConnectionError)
+        ├── AuthenticationError                530/534/535: account -> status error,
+        │                                      failover
+        └── MessageRejected                    5xx on RCPT/DATA: .recipients; no retry,
+                                               no failover
+
+Whether the pool retries, fails over or gives up is decided by the exception type
+alone. No error message or attribute ever holds a password or a token.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+__all__ = [
+    "AccountNotFound",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectFailure",
+    "MailpoolError",
+    "MessageRejected",
+    "NoAccountAvailable",
+    "NoAccountReason",
+    "SendError",
+    "StorageError",
+    "TemporarySendError",
+]
+
+
+class MailpoolError(Exception):
+    """Base class of every error mailpool raises."""
+
+
+class ConfigurationError(MailpoolError, ValueError):
+    """Invalid settings or input: the message says what to fix.
+
+    Raised for invalid addresses, impossible SMTP settings, CR/LF in header
+    values, duplicate accounts, unknown storage URLs and missing optional extras.
+    Nothing stored is changed when it is raised.
+    """
+
+
+class StorageError(MailpoolError):
+    """A storage backend failed; ``location`` names the file or database.
+
+    The driver's own exception, when there is one, is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+
+
+class AccountNotFound(StorageError, KeyError):
+    """No stored account has the given id or email address."""
+
+    def __init__(self, key: str, *, location: str | None = None) -> None:
+        super().__init__(f"no account with id or email {key!r}", location=location)
+        self.key = key
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message; keep it a plain sentence.
+        return str(self.args[0])
+
+
+class NoAccountReason(str, enum.Enum):
+    """Why :class:`NoAccountAvailable` was raised."""
+
+    NO_ACCOUNTS = "no_accounts"
+    """The pool's scope holds no account at all."""
+    ALL_INACTIVE = "all_inactive"
+    """Every account in scope is inactive, pending or in error."""
+    ALL_AT_LIMIT = "all_at_limit"
+    """Every active account has reached its daily limit."""
+    ALL_WAITING = "all_waiting"
+    """Every active account with quota left is inside its minimum wait."""
+
+
+class NoAccountAvailable(MailpoolError):
+    """No account in the pool's scope could be reserved for a send.
+
+    :param reason: why, as a :class:`NoAccountReason`.
+    :param retry_after: seconds until an account may become available again
+        (the shortest remaining wait, or the time until the daily counts roll
+        over), or ``None`` when waiting will not help.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: NoAccountReason,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class SendError(MailpoolError):
+    """Sending through one account failed for good.
+
+    :param account_id: the account the send went through, when known.
+    :param smtp_code: the SMTP reply code, when the server sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        account_id: str | None = None,
+        smtp_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.account_id = account_id
+        self.smtp_code = smtp_code
+
+
+class TemporarySendError(SendError):
+    """A transient failure (4xx reply, disconnect, timeout): retried, then failover."""
+
+
+class ConnectFailure(TemporarySendError, ConnectionError):
+    """The SMTP server could not be reached, or the connection dropped."""
+
+
+class AuthenticationError(SendError):
+    """The server refused the account's credentials (530, 534, 535).
+
+    The pool marks the account ``error`` with the reason and fails over.
+    """
+
+
+class MessageRejected(SendError):
+    """The server refused the message or its recipients for good (5xx on RCPT/DATA).
+
+    Another account would get the same answer, so the pool neither retries nor
+    fails over. ``recipients`` lists the refused addresses (empty when the whole
+    message was refused at DATA).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        recipients: Iterable[str] = (),
+        account_id: str | None = None,
+        smtp_code: int | None = None,
+    ) -> None:
+        super().__init__(message, account_id=account_id, smtp_code=smtp_code)
+        self.recipients = tuple(recipients)
