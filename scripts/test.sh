@@ -55,7 +55,7 @@ setup_venv() {
 PGDIR=
 cleanup() {
     local rc=$?
-    trap '' INT TERM HUP # don't let a second Ctrl-C skip the cleanup
+    trap '' INT TERM HUP PIPE # don't let a second Ctrl-C skip the cleanup
     if [[ -n $PGDIR ]]; then
         # Silent, so that pytest's summary stays the last line printed.
         bash "$ROOT/scripts/postgres.sh" stop "$PGDIR" >/dev/null 2>&1 || true
@@ -80,6 +80,7 @@ start_postgres() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
     trap 'exit 129' HUP
+    trap 'exit 141' PIPE # e.g. `scripts/test.sh | head`
     # Under /tmp (short socket path, traversable by the postgres user).
     PGDIR=$(mktemp -d /tmp/mailpool-pg.XXXXXX)
     chmod 755 "$PGDIR"
