@@ -23,6 +23,7 @@ def test_designed_names_are_exported() -> None:
 
 def test_all_is_sorted_and_unique() -> None:
     assert len(set(mailpool.__all__)) == len(mailpool.__all__)
+
     def isort_style(name: str) -> tuple[int, str]:
         kind = 0 if name.isupper() else 1 if name[0].isupper() else 2
         return kind, name

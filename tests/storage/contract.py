@@ -25,10 +25,19 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from mailpool.errors import AccountNotFound, ConfigurationError, StorageError
-from mailpool.models import Account, AccountStatus, OAuth2Credentials, SMTPSettings
-from mailpool.providers import ConnectionType
-from mailpool.storage import Reservation, Scope, Storage
+from mailpool import (
+    Account,
+    AccountNotFound,
+    AccountStatus,
+    ConfigurationError,
+    ConnectionType,
+    OAuth2Credentials,
+    Reservation,
+    Scope,
+    SMTPSettings,
+    Storage,
+    StorageError,
+)
 
 __all__ = ["DAY", "NOW", "StorageContract", "make_account"]
 

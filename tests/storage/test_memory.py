@@ -9,8 +9,7 @@ from datetime import timedelta
 import pytest
 from contract import NOW, StorageContract, make_account
 
-from mailpool.errors import ConfigurationError
-from mailpool.storage import InMemoryStorage, Reservation, Scope
+from mailpool import ConfigurationError, InMemoryStorage, Reservation, Scope
 
 
 class TestInMemoryStorage(StorageContract):

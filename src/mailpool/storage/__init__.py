@@ -81,7 +81,9 @@ def open_storage(url: str) -> Storage:
 def _redact(url: str) -> str:
     """``url`` without a password, for error messages."""
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
     credentials, at, host = rest.rpartition("@")
-    if sep and at and ":" in credentials:
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    if at and ":" in credentials:
+        return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
     return url

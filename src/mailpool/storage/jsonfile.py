@@ -89,12 +89,14 @@ class JSONStorage:
         _INSTANCES.add(self)
 
     def _new_locks(self) -> None:
-        # A FileLock is re-entrant per thread; the threading lock lets only one
-        # thread of this process at a time into it, and guards the cache.
+        # FileLock excludes other processes, but within a process it is a
+        # re-entrant lock whose holds are counted per object (per thread since
+        # filelock 3.11; shared by all threads before, so a second thread would
+        # "acquire" it without waiting). The threading lock admits one thread
+        # of this process at a time, whatever the filelock version, and guards
+        # the cache. The lock file is owner-only like the data file.
         self._thread_lock = threading.Lock()
-        self._file_lock = FileLock(
-            self._lock_path, mode=_FILE_MODE, poll_interval=0.005
-        )
+        self._file_lock = FileLock(self._lock_path, mode=_FILE_MODE)
 
     def _reset_after_fork(self) -> None:
         """Give a forked child its own locks: the parent's may be held by a
@@ -288,7 +290,7 @@ class JSONStorage:
             )
         with self._map_errors(), self._thread_lock:
             try:
-                self._file_lock.acquire(timeout=self._timeout)
+                self._file_lock.acquire(timeout=self._timeout, poll_interval=0.005)
             except Timeout as exc:
                 raise StorageError(
                     f"timed out after {self._timeout:g} s waiting for the lock "

@@ -30,7 +30,7 @@ class InMemoryStorage:
 
         :raises ConfigurationError: if the URL has a path or options.
         """
-        if url.rstrip("/") != "memory:":
+        if url.rstrip("/").lower() != "memory:":
             raise ConfigurationError(
                 f"memory storage takes no path or options: use 'memory://', not {url!r}"
             )
