@@ -132,11 +132,6 @@ def pool(make_pool: PoolFactory) -> AccountPool:
 # -- the quick example ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _retry.py builds wait_exponential_jitter(initial=...), deprecated "
-    "in tenacity 9.1+: every send with jitter=True (the default) warns",
-)
 def test_quick_example_sends_through_a_plain_relay(
     smtp_server: SMTPTestServer, clock: ManualClock
 ) -> None:
@@ -261,11 +256,6 @@ def test_a_plain_function_works_as_the_selector(
             "Europe/Paris",
             23 * 3600,
             id="paris-dst-end",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: models.seconds_until_next_day subtracts datetimes "
-                "sharing one ZoneInfo, which ignores the DST change",
-            ),
         ),
     ],
 )
@@ -554,10 +544,6 @@ def test_failed_send_leaves_the_count_and_last_sent_at_unchanged(
         {"headers": {"X-Campaign": "spring\rBcc: eve@example.org"}},
         pytest.param(
             {"headers": {"X-Campaign: spring\r\nBcc: eve@example.org\r\nX-Tag": "1"}},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: pool.py checks header values but not header names",
-            ),
         ),
     ],
     ids=[
@@ -619,10 +605,6 @@ def default_message(**headers: str) -> EmailMessage:
             default_message(
                 To=RECIPIENT, **{"X-Tag: 1\r\nBcc: eve@example.org\r\nX": ""}
             ),
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: pool.py checks header values but not header names",
-            ),
         ),
     ],
     ids=[
@@ -650,11 +632,6 @@ def test_send_refuses_messages_with_header_injection_or_bad_recipients(
     assert storage.get(alice.id) == alice
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the empty address of a group (To: undisclosed-recipients:;) is "
-    "refused by pool._check_message and sent as RCPT TO:<> by SMTPTransport",
-)
 def test_undisclosed_recipients_group_sends_to_the_bcc_recipients_only(
     smtp_server: SMTPTestServer, add: AccountFactory, pool: AccountPool
 ) -> None:

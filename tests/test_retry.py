@@ -168,11 +168,6 @@ def test_backoff_waits_double_up_to_max_wait(
     assert sleeps == waits
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _retry.py builds wait_exponential_jitter(initial=...), deprecated "
-    "in tenacity 9.1+: every send with jitter=True (the default) warns",
-)
 def test_default_jitter_adds_up_to_initial_wait_to_each_backoff(
     smtp_server: SMTPTestServer, make_pool: PoolFactory, sleeps: list[float]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,8 +14,6 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential,
-    wait_exponential_jitter,
 )
 
 from mailpool.errors import ConfigurationError, TemporarySendError
@@ -55,6 +54,12 @@ class RetryPolicy:
         if self.initial_wait < 0 or self.max_wait < 0:
             raise ConfigurationError("RetryPolicy waits must not be negative")
 
+    def _wait(self, state: RetryCallState) -> float:
+        wait = self.initial_wait * 2.0 ** (state.attempt_number - 1)
+        if self.jitter:
+            wait += random.uniform(0, self.initial_wait)
+        return min(wait, self.max_wait)
+
     def call(self, function: Callable[[], T], on_attempt: Callable[[], None]) -> T:
         """Run ``function`` under this policy; ``on_attempt`` runs before each
         try. The last error is re-raised as is (never ``tenacity.RetryError``)."""
@@ -63,16 +68,9 @@ class RetryPolicy:
             on_attempt()
             return function()
 
-        wait = (
-            wait_exponential_jitter(
-                initial=self.initial_wait, max=self.max_wait, jitter=self.initial_wait
-            )
-            if self.jitter
-            else wait_exponential(multiplier=self.initial_wait, max=self.max_wait)
-        )
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait,
+            wait=self._wait,
             retry=retry_if_exception_type(TemporarySendError),
             reraise=True,
             sleep=self.sleep,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from email.headerregistry import AddressHeader, HeaderRegistry
+from email.message import EmailMessage
 
 from pydantic import ValidationError
 
@@ -69,3 +71,19 @@ def _problems(error: ValidationError) -> list[tuple[str, str]]:
         else:
             problems.append((where, item["msg"].removeprefix("Value error, ")))
     return problems
+
+
+_REGISTRY = HeaderRegistry()
+
+
+def message_recipients(message: EmailMessage) -> list[str]:
+    """Every address of To, Cc and Bcc; an empty group adds none."""
+    found: list[str] = []
+    for name in ("To", "Cc", "Bcc"):
+        for value in message.get_all(name, []):
+            header = value
+            if not isinstance(header, AddressHeader):  # compat32 keeps plain str
+                header = _REGISTRY(name, str(value))
+            assert isinstance(header, AddressHeader)
+            found += [address.addr_spec for address in header.addresses]
+    return found

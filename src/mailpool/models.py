@@ -297,7 +297,8 @@ def seconds_until_next_day(now: datetime) -> float:
     """Seconds from ``now`` to the next midnight in ``now``'s time zone."""
     midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
     next_day = midnight.replace(tzinfo=now.tzinfo)
-    return max(math.ceil((next_day - now).total_seconds()), 0)
+    elapsed = next_day.astimezone(timezone.utc) - now.astimezone(timezone.utc)
+    return max(math.ceil(elapsed.total_seconds()), 0)
 
 
 class SendResult(_Model):

@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from email.message import EmailMessage
 from email.utils import formataddr, getaddresses, make_msgid
+from functools import partial
 from types import TracebackType
 
 from mailpool._retry import RetryPolicy
-from mailpool._validation import check_email, check_header_value
+from mailpool._validation import check_email, check_header_value, message_recipients
 from mailpool.clock import Clock, local_now, resolve_timezone, system_clock
 from mailpool.errors import (
     AccountNotFound,
@@ -138,6 +139,11 @@ class AccountPool:
         attempts = 0
         message_id = str(message["Message-ID"] or "")
         last_error: SendError | None = None
+
+        def count_attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+
         while len(tried) <= self.failover:
             reservation = self._reserve(tried)
             if reservation is None:
@@ -145,16 +151,10 @@ class AccountPool:
             account = reservation.account
             tried.add(account.id)
             message_id = message_id or make_msgid(domain=_domain(account.email))
-            prepared = _prepare(message, account, message_id)
-
-            def count_attempt() -> None:
-                nonlocal attempts
-                attempts += 1
-
             try:
+                prepared = _prepare(message, account, message_id)
                 refused = self.retry.call(
-                    lambda: self._transport.send(account, prepared),  # noqa: B023
-                    count_attempt,
+                    partial(self._transport.send, account, prepared), count_attempt
                 )
             except SendError as exc:
                 self.storage.release(reservation)
@@ -207,6 +207,7 @@ class AccountPool:
                 fields[name] = ", ".join(addresses)
         if reply_to is not None:
             fields["Reply-To"] = reply_to
+            _check_addresses([reply_to])
         fields.update(headers or {})
         for name, value in fields.items():
             try:
@@ -345,8 +346,8 @@ class AccountPool:
         if not with_quota:
             retry_after = seconds_until_next_day(now)
             return NoAccountAvailable(
-                f"all {len(active)} active accounts in scope ({where}) reached their "
-                f"daily limit; counts reset at midnight {self.timezone} "
+                f"{_all(len(active), 'active account')} in scope ({where}) reached "
+                f"the daily limit; counts reset at midnight {self.timezone} "
                 f"(in {retry_after:.0f} s)",
                 reason=NoAccountReason.ALL_AT_LIMIT,
                 retry_after=retry_after,
@@ -360,23 +361,30 @@ class AccountPool:
         )
 
 
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+
+
 def _check_message(message: EmailMessage) -> None:
     for name, value in message.items():
+        if not _FIELD_NAME.fullmatch(name):
+            raise ConfigurationError(f"invalid header name {name!r}")
         if _HEADER_BREAK.search(str(value)):
             raise ConfigurationError(
                 f"the {name} header contains a line break (CR or LF): remove it, "
                 "it could inject extra headers"
             )
-    recipients = getaddresses(
-        [str(v) for h in ("To", "Cc", "Bcc") for v in message.get_all(h, [])]
-    )
+    recipients = message_recipients(message)
     if not recipients:
         raise ConfigurationError("the message has no recipients: set To, Cc or Bcc")
-    for _, address in recipients:
+    _check_addresses(recipients)
+
+
+def _check_addresses(addresses: Iterable[str]) -> None:
+    for _, address in getaddresses(list(addresses)):
         try:
             check_email(address)
         except ValueError as exc:
-            raise ConfigurationError(f"invalid recipient: {exc}") from exc
+            raise ConfigurationError(f"invalid address: {exc}") from exc
 
 
 def _prepare(message: EmailMessage, account: Account, message_id: str) -> EmailMessage:
@@ -386,6 +394,10 @@ def _prepare(message: EmailMessage, account: Account, message_id: str) -> EmailM
     if prepared["Message-ID"] is None:
         prepared["Message-ID"] = message_id
     return prepared
+
+
+def _all(count: int, noun: str) -> str:
+    return f"the only {noun}" if count == 1 else f"all {count} {noun}s"
 
 
 def _domain(email: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ TAGS_TABLE = "mailpool_account_tags"
 _MISSING_SQLALCHEMY = "SQLStorage needs SQLAlchemy: pip install 'mailpool[sql]'"
 _MAX_NAME = 255  # owner and tag columns are VARCHAR(255)
 _SQLITE_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for the write lock
+_WAL_ATTEMPTS = 20
 # Key of the PostgreSQL advisory lock that serializes CREATE TABLE between
 # processes starting at the same time ("mailpool" in ASCII).
 _DDL_LOCK_KEY = 0x6D61696C706F6F6C
@@ -346,6 +348,8 @@ def _configure_sqlite(engine: Engine, *, memory: bool) -> None:
     readers proceed while one process writes."""
     from sqlalchemy import event
 
+    busy = engine.dialect.loaded_dbapi.OperationalError
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -353,7 +357,7 @@ def _configure_sqlite(engine: Engine, *, memory: bool) -> None:
         try:
             cursor.execute("PRAGMA foreign_keys = ON")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor, busy)
         finally:
             cursor.close()
 
@@ -362,6 +366,22 @@ def _configure_sqlite(engine: Engine, *, memory: bool) -> None:
         conn.exec_driver_sql(
             conn.get_execution_options().get("mailpool_sqlite_begin", "BEGIN")
         )
+
+
+def _enable_wal(cursor: Any, busy: type[Exception]) -> None:
+    """Switch a SQLite file to WAL (it stays so). Processes converting the
+    same file at once get "database is locked" without waiting (SQLite's
+    deadlock avoidance), so retry briefly; WAL only helps concurrency, so a
+    database that stays in rollback-journal mode still works."""
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except busy:
+            time.sleep(0.02 * (attempt + 1))
+    logger.warning("could not switch the SQLite database to WAL mode; continuing")
 
 
 # ------------------------------------------------------------------- storage
@@ -422,7 +442,12 @@ class SQLStorage:
             self._owns_engine = True
         self._location = self._engine.url.render_as_string(hide_password=True)
         self._password = self._engine.url.password
-        self._errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,)
+        # SQLAlchemy wraps driver errors; the driver's own base class catches
+        # what a connection event hook may raise unwrapped.
+        self._errors: tuple[type[BaseException], ...] = (
+            sa.exc.SQLAlchemyError,
+            self._engine.dialect.loaded_dbapi.Error,
+        )
         self._create_tables = create_tables
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -470,7 +495,7 @@ class SQLStorage:
                 if clash is not None:
                     raise clash from exc
             message = f"could not {action} in {self._location}: {self._describe(exc)}"
-            logger.warning("%s", message)
+            logger.debug("%s", message)
             raise StorageError(message, location=self._location) from exc
 
     def _describe(self, exc: BaseException) -> str:
@@ -484,9 +509,9 @@ class SQLStorage:
         return text
 
     def _find_clash(self, account: Account, *, new: bool) -> ConfigurationError | None:
-        a = self._schema.accounts
         import sqlalchemy as sa
 
+        a = self._schema.accounts
         try:
             with self._engine.connect() as conn:
                 if (
@@ -633,7 +658,6 @@ class SQLStorage:
             a.c.status == AccountStatus.ACTIVE.value,
             sent_today < a.c.daily_limit,
             sa.or_(
-                a.c.min_wait_time <= 0,
                 a.c.last_sent_at.is_(None),
                 a.c.last_sent_at <= stamp - a.c.min_wait_time,
             ),

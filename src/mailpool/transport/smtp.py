@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
 
+from mailpool._validation import message_recipients
 from mailpool.errors import (
     AuthenticationError,
     ConnectFailure,
@@ -77,7 +78,10 @@ class SMTPTransport:
         """Send ``message`` from ``account``; see :meth:`Transport.send`."""
         session = self._checkout(account)
         with _map_errors(account), self._discard_on_error(session):
-            refused = session.connection.send_message(message, from_addr=account.email)
+            to_addrs = message_recipients(message)
+            refused = session.connection.send_message(
+                message, from_addr=account.email, to_addrs=to_addrs
+            )
         self._checkin(account, session)
         return tuple(refused)
 
@@ -130,6 +134,7 @@ class SMTPTransport:
 
     def _open(self, account: Account) -> _Session:
         settings = account.smtp
+        _check_token_fresh(account)
         with _map_errors(account):
             if settings.use_ssl:
                 connection: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -161,19 +166,23 @@ def _login_name(account: Account) -> str | None:
     return settings.username or account.email
 
 
+def _check_token_fresh(account: Account) -> None:
+    """Fail before connecting when the OAuth2 access token has expired."""
+    expiry = account.oauth2.token_expiry if account.oauth2 else None
+    if expiry is not None and expiry <= datetime.now(timezone.utc):
+        raise AuthenticationError(
+            f"the OAuth2 access token of {account.email} expired at "
+            f"{expiry.isoformat()}: store a fresh one",
+            account_id=account.id,
+        )
+
+
 def _authenticate(connection: smtplib.SMTP, account: Account) -> None:
     login = _login_name(account)
     if login is None:
         return
     oauth = account.oauth2
     if oauth is not None and oauth.access_token is not None:
-        expiry = oauth.token_expiry
-        if expiry is not None and expiry <= datetime.now(timezone.utc):
-            raise AuthenticationError(
-                f"the OAuth2 access token of {account.email} expired at "
-                f"{expiry.isoformat()}: store a fresh one",
-                account_id=account.id,
-            )
         token = oauth.access_token.get_secret_value()
         initial = f"user={login}\x01auth=Bearer {token}\x01\x01"
 
@@ -269,6 +278,13 @@ def _map_errors(account: Account) -> Iterator[None]:
         ) from exc
     except smtplib.SMTPResponseException as exc:
         reply = _reply(exc.smtp_code, exc.smtp_error)
+        if exc.smtp_code in (530, 534, 535):
+            raise AuthenticationError(
+                f"{server} requires a login that {account.email} did not give "
+                f"or was refused: {reply}",
+                smtp_code=exc.smtp_code,
+                account_id=aid,
+            ) from exc
         if 400 <= exc.smtp_code < 500:
             raise TemporarySendError(
                 f"{server} answered {reply}", smtp_code=exc.smtp_code, account_id=aid
@@ -277,9 +293,13 @@ def _map_errors(account: Account) -> Iterator[None]:
             f"{server} answered {reply}", smtp_code=exc.smtp_code, account_id=aid
         ) from exc
     except smtplib.SMTPServerDisconnected as exc:
-        raise ConnectFailure(
-            f"{server} closed the connection unexpectedly ({exc})", account_id=aid
-        ) from exc
+        # smtplib reports a read timeout as a disconnect.
+        what = (
+            "did not answer in time"
+            if "timed out" in str(exc)
+            else ("closed the connection unexpectedly")
+        )
+        raise ConnectFailure(f"{server} {what}", account_id=aid) from exc
     except smtplib.SMTPNotSupportedError as exc:
         raise SendError(
             f"{server} does not support what is needed: {exc}", account_id=aid
