@@ -462,7 +462,10 @@ def test_storages_on_real_clocks_get_every_allowed_reservation(
             now = datetime.now(timezone.utc)
             reservation = storage.reserve(account.id, now)
             with lock:
-                (won.append(reservation) if reservation else refused.append(now))
+                if reservation is None:
+                    refused.append(now)
+                else:
+                    won.append(reservation)
 
     workers = [
         threading.Thread(target=worker, args=(storages[n % 4],)) for n in range(16)

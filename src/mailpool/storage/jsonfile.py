@@ -33,8 +33,7 @@ import os
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,9 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from mailpool._validation import describe
-from mailpool.errors import AccountNotFound, ConfigurationError, StorageError
-from mailpool.models import Account, AccountStatus
-from mailpool.storage.base import Reservation, Scope, released
+from mailpool.errors import ConfigurationError, StorageError
+from mailpool.models import Account
+from mailpool.storage._mapping import MappingStorage, changed
 
 __all__ = ["FORMAT_VERSION", "JSONStorage"]
 
@@ -59,7 +58,7 @@ _log = logging.getLogger("mailpool.storage.json")
 _INSTANCES: weakref.WeakSet[JSONStorage] = weakref.WeakSet()
 
 
-class JSONStorage:
+class JSONStorage(MappingStorage):
     """Accounts in one JSON file, shared safely by the threads and processes
     of one machine.
 
@@ -78,6 +77,7 @@ class JSONStorage:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
         self._path = Path(path).absolute()
+        self._location = str(self._path)
         self._lock_path = self._path.with_name(self._path.name + ".lock")
         self._timeout = timeout
         # The file's bytes and the accounts parsed from them: reused while the
@@ -128,143 +128,19 @@ class JSONStorage:
     def __repr__(self) -> str:
         return f"<JSONStorage {str(self._path)!r}>"
 
-    # -- the Storage protocol ---------------------------------------------------
-
-    def add(self, account: Account, /) -> Account:
-        """Store a new account; see :meth:`Storage.add`."""
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Mapping[str, Account]]:
         with self._locked():
-            accounts = dict(self._load())
-            if account.id in accounts:
-                raise ConfigurationError(f"an account with id {account.id!r} exists")
-            _check_unique(accounts, account)
-            accounts[account.id] = account
-            self._save(accounts)
-        _log.debug("added account %s to %s", account.id, self._path)
-        return account
+            yield self._load()
 
-    def get(self, account_id: str, /) -> Account:
-        """See :meth:`Storage.get`."""
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[dict[str, Account]]:
         with self._locked():
-            return self._find(self._load(), account_id)
-
-    def get_by_email(self, email: str, /) -> Account:
-        """See :meth:`Storage.get_by_email`."""
-        key = email.strip().casefold()
-        with self._locked():
-            for account in self._load().values():
-                if account.email.casefold() == key:
-                    return account
-        raise AccountNotFound(email, location=str(self._path))
-
-    def accounts(
-        self,
-        *,
-        owner: str | None = None,
-        tag: str | None = None,
-        status: AccountStatus | None = None,
-    ) -> list[Account]:
-        """See :meth:`Storage.accounts`."""
-        scope = Scope(owner=owner, tag=tag)
-        with self._locked():
-            found = [
-                account
-                for account in self._load().values()
-                if scope.matches(account) and status in (None, account.status)
-            ]
-        return sorted(found, key=_by_email)
-
-    def update(self, account: Account, /) -> Account:
-        """See :meth:`Storage.update`."""
-        with self._locked():
-            accounts = dict(self._load())
-            stored = self._find(accounts, account.id)
-            _check_unique(accounts, account)
-            updated = account.model_copy(
-                update={
-                    "sent_count": stored.sent_count,
-                    "count_day": stored.count_day,
-                    "last_sent_at": stored.last_sent_at,
-                }
-            )
-            accounts[account.id] = updated
-            self._save(accounts)
-        _log.debug("updated account %s in %s", account.id, self._path)
-        return updated
-
-    def remove(self, account_id: str, /) -> None:
-        """See :meth:`Storage.remove`."""
-        with self._locked():
-            accounts = dict(self._load())
-            self._find(accounts, account_id)
-            del accounts[account_id]
-            self._save(accounts)
-        _log.debug("removed account %s from %s", account_id, self._path)
-
-    def eligible(self, scope: Scope, now: datetime, /) -> list[Account]:
-        """See :meth:`Storage.eligible`."""
-        day = now.date()
-        with self._locked():
-            found = [
-                account.as_of(day)
-                for account in self._load().values()
-                if scope.matches(account) and account.is_eligible(now)
-            ]
-        return sorted(found, key=_by_email)
-
-    def reserve(self, account_id: str, now: datetime, /) -> Reservation | None:
-        """See :meth:`Storage.reserve`: the check and the count happen under the
-        file lock, so they are atomic across threads and processes."""
-        with self._locked():
-            accounts = dict(self._load())
-            account = self._find(accounts, account_id)
-            if not account.is_eligible(now):
-                _log.debug("account %s is not eligible at %s", account_id, now)
-                return None
-            reserved = account.with_send(now)
-            accounts[account_id] = reserved
-            self._save(accounts)
-        _log.debug(
-            "reserved account %s: %d of %d sent on %s",
-            account_id,
-            reserved.sent_count,
-            reserved.daily_limit,
-            reserved.count_day,
-        )
-        assert reserved.last_sent_at is not None
-        return Reservation(
-            account=reserved,
-            day=now.date(),
-            reserved_at=reserved.last_sent_at,
-            previous_last_sent_at=account.last_sent_at,
-        )
-
-    def release(self, reservation: Reservation, /) -> None:
-        """See :meth:`Storage.release`."""
-        with self._locked():
-            accounts = dict(self._load())
-            account = accounts.get(reservation.account_id)
-            if account is None:
-                return
-            after = released(account, reservation)
-            if after is account:
-                return
-            accounts[account.id] = after
-            self._save(accounts)
-        _log.debug("released a reservation of account %s", reservation.account_id)
-
-    def reset_daily_counts(self, *, owner: str | None = None) -> int:
-        """See :meth:`Storage.reset_daily_counts`."""
-        with self._locked():
-            accounts = dict(self._load())
-            reset = 0
-            for account in list(accounts.values()):
-                if owner in (None, account.owner) and account.sent_count > 0:
-                    accounts[account.id] = account.model_copy(update={"sent_count": 0})
-                    reset += 1
-            if reset:
+            before = self._load()
+            accounts = dict(before)
+            yield accounts
+            if changed(before, accounts):
                 self._save(accounts)
-        _log.debug("reset the daily count of %d accounts in %s", reset, self._path)
-        return reset
 
     def close(self) -> None:
         """Forget the cached file contents. Idempotent.
@@ -312,12 +188,6 @@ class JSONStorage:
                 f"cannot read or write the account file {self._path}: {exc}",
                 location=str(self._path),
             ) from exc
-
-    def _find(self, accounts: dict[str, Account], account_id: str) -> Account:
-        try:
-            return accounts[account_id]
-        except KeyError:
-            raise AccountNotFound(account_id, location=str(self._path)) from None
 
     def _load(self) -> dict[str, Account]:
         """The accounts in the file (the caller holds the locks; do not mutate)."""
@@ -379,19 +249,6 @@ class JSONStorage:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
         self._swept = True
-
-
-def _by_email(account: Account) -> str:
-    return account.email.casefold()
-
-
-def _check_unique(accounts: dict[str, Account], account: Account) -> None:
-    email = account.email.casefold()
-    for other in accounts.values():
-        if other.id != account.id and other.email.casefold() == email:
-            raise ConfigurationError(
-                f"another account ({other.id}) already uses {account.email!r}"
-            )
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:

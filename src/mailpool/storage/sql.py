@@ -658,6 +658,7 @@ class SQLStorage:
             a.c.status == AccountStatus.ACTIVE.value,
             sent_today < a.c.daily_limit,
             sa.or_(
+                a.c.min_wait_time <= 0,
                 a.c.last_sent_at.is_(None),
                 a.c.last_sent_at <= stamp - a.c.min_wait_time,
             ),
