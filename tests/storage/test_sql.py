@@ -499,6 +499,18 @@ def test_a_zero_min_wait_never_refuses_a_stamp_from_a_faster_clock(
     assert storage.get(account.id).sent_count == 0
 
 
+def test_release_restores_a_missing_stamp(open_sql: OpenStorage) -> None:
+    storage = open_sql()
+    account = storage.add(make_account(min_wait_time=60))
+    reservation = storage.reserve(account.id, NOW)
+    assert reservation is not None
+    assert reservation.previous_last_sent_at is None
+    storage.release(reservation)
+    stored = storage.get(account.id)
+    assert (stored.sent_count, stored.last_sent_at) == (0, None)
+    assert storage.reserve(account.id, NOW + timedelta(seconds=1)) is not None
+
+
 def test_a_positive_min_wait_counts_from_the_latest_stamp(
     open_sql: OpenStorage,
 ) -> None:
