@@ -57,9 +57,11 @@ def send_rate(messages: int, *, reuse: bool, secure: bool) -> float:
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
-    mode = "starttls" if secure else "plain"
     with SMTPTestServer(
-        mode=mode, users=USERS, require_auth=secure, tls_context=server_context
+        mode="starttls" if secure else "plain",
+        users=USERS,
+        require_auth=secure,
+        tls_context=server_context,
     ) as server:
         storage = InMemoryStorage()
         for account in _accounts(server.port, 3, secure=secure):

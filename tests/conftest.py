@@ -11,11 +11,12 @@ import pytest
 import trustme
 
 # tests/ is not a package and pytest runs with --import-mode=importlib: make the
-# helper modules in this directory importable as top-level modules
-# (``from smtpserver import SMTPTestServer``) for conftest and test modules.
-_TESTS_DIR = str(pathlib.Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
+# helper modules in tests/ and tests/storage/ importable as top-level modules
+# (``from smtpserver import SMTPTestServer``, ``from contract import ...``).
+_TESTS_DIR = pathlib.Path(__file__).resolve().parent
+for _folder in (str(_TESTS_DIR / "storage"), str(_TESTS_DIR)):
+    if _folder not in sys.path:
+        sys.path.insert(0, _folder)
 
 from smtpserver import OAUTH_TOKENS, USERS, SMTPTestServer  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 The tests start children with ``multiprocessing.get_context("spawn")``: a fresh
 interpreter that imports this module by name (the parent's ``sys.path``, which
-tests/storage/conftest.py extended, is passed on to spawned children) and calls
+tests/conftest.py extended, is passed on to spawned children) and calls
 one of the top-level functions below. The workers open their storage from a
 URL with :func:`mailpool.open_storage`, so one harness serves the JSON
 file, SQLite and PostgreSQL.
