@@ -13,6 +13,7 @@ from email.policy import compat32
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from mailpool import (
     Account,
@@ -21,6 +22,7 @@ from mailpool import (
     AccountStatus,
     AuthenticationError,
     ConfigurationError,
+    DeliveryUnknown,
     InMemoryStorage,
     LeastUsedSelector,
     MailpoolError,
@@ -36,7 +38,7 @@ from mailpool import (
     SMTPTransport,
     TemporarySendError,
 )
-from mailpool.testing import ManualClock
+from mailpool.testing import ManualClock, RecordingTransport
 from smtpserver import USERS, SMTPTestServer
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
@@ -810,3 +812,96 @@ def test_leaving_the_with_block_quits_the_pools_sessions(
         probe.close()
     assert (code, text.decode()) != (221, marker[4:])
     assert smtp_server.connections == 2
+
+
+# -- delivery safety ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["stall", "drop"])
+def test_reply_lost_after_the_body_counts_and_is_never_resent(
+    smtp_server: SMTPTestServer,
+    storage: InMemoryStorage,
+    add: AccountFactory,
+    make_pool: PoolFactory,
+    sleeps: list[float],
+    fault: str,
+) -> None:
+    alice, bob = add(ALICE), add(BOB)
+    if fault == "stall":  # the server queues the message but answers too late
+        smtp_server.stall_next("DATA_END", 1.5)
+    else:
+        smtp_server.drop_next("DATA_END")
+    pool = make_pool(selector=first, transport=SMTPTransport(timeout=0.5))
+
+    with pytest.raises(DeliveryUnknown) as info:
+        send(pool)
+
+    assert info.value.account_id == alice.id
+    assert not isinstance(info.value, TemporarySendError)
+    assert sleeps == []  # no retry
+    assert storage.get(alice.id).sent_count == 1  # it may have been delivered
+    assert storage.get(bob.id).sent_count == 0  # no failover
+    assert smtp_server.connections == 1  # neither retried nor failed over
+
+
+def test_a_custom_transport_returning_none_is_a_success(
+    storage: InMemoryStorage, add: AccountFactory
+) -> None:
+    class Quiet(RecordingTransport):
+        def send(self, account: Account, message: EmailMessage, /) -> Sequence[str]:
+            super().send(account, message)
+            return None  # type: ignore[return-value]
+
+    alice = add(ALICE)
+    result = send(AccountPool(storage, transport=Quiet()))
+    assert result.refused_recipients == ()
+    assert storage.get(alice.id).sent_count == 1
+
+
+def test_a_selector_must_choose_among_the_candidates(
+    storage: InMemoryStorage, add: AccountFactory, make_pool: PoolFactory
+) -> None:
+    outsider = add(BOB, owner="other")
+    add(ALICE, owner="acme")
+    pool = make_pool(owner="acme", selector=lambda candidates: outsider)
+
+    with pytest.raises(ConfigurationError, match="not one of the candidates"):
+        send(pool)
+
+    assert storage.get(outsider.id).sent_count == 0
+
+
+def test_auth_failure_does_not_flag_credentials_fixed_meanwhile(
+    storage: InMemoryStorage, add: AccountFactory
+) -> None:
+    alice = add(ALICE)
+
+    class FixedDuringSend(RecordingTransport):
+        """Refuses the login while an admin stores a new password."""
+
+        def send(self, account: Account, message: EmailMessage, /) -> Sequence[str]:
+            fixed = account.smtp.model_copy(update={"password": SecretStr("new")})
+            storage.update(storage.get(account.id).replace(smtp=fixed))
+            raise AuthenticationError("535 bad credentials", account_id=account.id)
+
+    with pytest.raises(AuthenticationError):
+        send(AccountPool(storage, transport=FixedDuringSend(), failover=0))
+
+    assert storage.get(alice.id).status is AccountStatus.ACTIVE
+
+
+def test_deferred_and_refused_recipients_together_are_temporary(
+    smtp_server: SMTPTestServer, add: AccountFactory, make_pool: PoolFactory
+) -> None:
+    add(ALICE)
+    smtp_server.reject_recipient("later@example.net", "450 4.2.0 Mailbox busy")
+    smtp_server.reject_recipient("gone@example.net", "550 5.1.1 No such user")
+    pool = make_pool(failover=0, retry=RetryPolicy(attempts=1))
+
+    with pytest.raises(TemporarySendError) as info:
+        pool.send_mail(
+            subject="Hi", body=".", to=["later@example.net", "gone@example.net"]
+        )
+
+    assert not isinstance(info.value, MessageRejected)
+    assert "gone@example.net" in str(info.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.message import EmailMessage
@@ -350,6 +351,24 @@ def test_implicit_tls_against_a_plain_server_names_use_ssl_and_the_port(
     assert not isinstance(info.value, TemporarySendError)
     assert "use_ssl" in str(info.value)
     assert f":{smtp_server.port}" in str(info.value)
+
+
+def test_connection_closed_during_the_tls_handshake_is_temporary(
+    transport: SMTPTransport,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def hang_up() -> None:  # a server that accepts, then closes at once
+            connection, _ = listener.accept()
+            connection.close()
+
+        closer = threading.Thread(target=hang_up)
+        closer.start()
+        smtp = SMTPSettings(host="127.0.0.1", port=port, use_tls=False, use_ssl=True)
+        with pytest.raises(ConnectFailure):  # EOF or reset, by timing
+            transport.send(Account(email=ALICE, smtp=smtp), make_message())
+        closer.join(timeout=5)
 
 
 # -- sessions ---------------------------------------------------------------------

@@ -8,6 +8,8 @@ from email.message import EmailMessage
 
 from pydantic import ValidationError
 
+from mailpool.errors import ConfigurationError
+
 _LOCAL_PART = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 )
@@ -48,29 +50,29 @@ def check_header_value(name: str, value: str) -> str:
     return value
 
 
-def describe(model: str, error: ValidationError) -> str:
-    """One readable sentence per problem, without the offending input values.
-
-    A nested model's own ``ConfigurationError`` is unfolded, so the result reads
-    ``invalid Account: smtp.port: Input should be ...``.
-    """
-    parts = [f"{where}: {text}" if where else text for where, text in _problems(error)]
+def describe(model: str, problems: list[tuple[str, str]]) -> str:
+    """One readable sentence per problem: ``invalid Account: smtp.port: ...``."""
+    parts = [f"{where}: {text}" if where else text for where, text in problems]
     return f"invalid {model}: " + "; ".join(parts)
 
 
-def _problems(error: ValidationError) -> list[tuple[str, str]]:
-    problems = []
+def problems(error: ValidationError) -> list[tuple[str, str]]:
+    """``(field, problem)`` pairs of a ValidationError, without input values.
+
+    A nested model's own ``ConfigurationError`` is unfolded, so a problem of
+    ``Account.smtp`` reads ``("smtp.port", "Input should be ...")``.
+    """
+    found = []
     for item in error.errors(include_input=False, include_url=False):
         where = ".".join(str(part) for part in item["loc"])
         nested = item.get("ctx", {}).get("error")
-        if isinstance(nested, ValueError) and isinstance(
-            nested.__cause__, ValidationError
-        ):
-            for inner, text in _problems(nested.__cause__):
-                problems.append((f"{where}.{inner}" if inner else where, text))
+        if isinstance(nested, ConfigurationError) and nested.problems:
+            for inner, text in nested.problems:
+                path = f"{where}.{inner}" if where and inner else where or inner
+                found.append((path, text))
         else:
-            problems.append((where, item["msg"].removeprefix("Value error, ")))
-    return problems
+            found.append((where, item["msg"].removeprefix("Value error, ")))
+    return found
 
 
 _REGISTRY = HeaderRegistry()

@@ -15,6 +15,8 @@ builtin, the error also derives from it, so ``except ValueError`` or
         ├── TemporarySendError                 4xx, disconnects, timeouts: retried,
         │   │                                  then failover
         │   └── ConnectFailure (also ConnectionError)
+        ├── DeliveryUnknown                    reply lost after the body was sent:
+        │                                      counted, no retry, no failover
         ├── AuthenticationError                530/534/535: account -> status error,
         │                                      failover
         └── MessageRejected                    5xx on RCPT/DATA: .recipients; no retry,
@@ -28,12 +30,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "AccountNotFound",
     "AuthenticationError",
     "ConfigurationError",
     "ConnectFailure",
+    "DeliveryUnknown",
     "MailpoolError",
     "MessageRejected",
     "NoAccountAvailable",
@@ -47,6 +51,20 @@ __all__ = [
 class MailpoolError(Exception):
     """Base class of every error mailpool raises."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only attributes would be lost by Exception's default pickling,
+        # which matters for multiprocessing and task queues.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(
+    cls: type[MailpoolError], args: tuple[Any, ...], state: dict[str, Any]
+) -> MailpoolError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigurationError(MailpoolError, ValueError):
     """Invalid settings or input: the message says what to fix.
@@ -54,7 +72,16 @@ class ConfigurationError(MailpoolError, ValueError):
     Raised for invalid addresses, impossible SMTP settings, CR/LF in header
     values, duplicate accounts, unknown storage URLs and missing optional extras.
     Nothing stored is changed when it is raised.
+
+    :param problems: for invalid model input, ``(field, problem)`` pairs such as
+        ``("smtp.port", "Input should be less than or equal to 65535")``.
     """
+
+    def __init__(
+        self, message: str, *, problems: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
 class StorageError(MailpoolError):
@@ -139,6 +166,16 @@ class TemporarySendError(SendError):
 
 class ConnectFailure(TemporarySendError, ConnectionError):
     """The SMTP server could not be reached, or the connection dropped."""
+
+
+class DeliveryUnknown(SendError):
+    """The message was handed to the server but its answer was lost.
+
+    The connection dropped or timed out after the message body was sent, so the
+    server may have accepted it. The pool keeps the unit of quota it reserved
+    (the message may count) and neither retries nor fails over, which could
+    deliver it twice. Check the recipient's side before sending it again.
+    """
 
 
 class AuthenticationError(SendError):

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from mailpool._validation import check_email, check_header_value, describe
+from mailpool._validation import check_email, check_header_value, describe, problems
 from mailpool.errors import ConfigurationError
 from mailpool.providers import PROVIDERS, ConnectionType, ProviderPreset
 
@@ -59,8 +59,13 @@ class _Model(BaseModel):
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
+            return
         except ValidationError as exc:
-            raise ConfigurationError(describe(type(self).__name__, exc)) from exc
+            found = problems(exc)
+        # Raised outside the except block on purpose: the ValidationError keeps
+        # the raw input (passwords included) in errors(), so it must not be
+        # reachable as __cause__ or __context__.
+        raise ConfigurationError(describe(type(self).__name__, found), problems=found)
 
 
 class AccountStatus(str, enum.Enum):
@@ -261,7 +266,7 @@ class Account(_Model):
 
     def wait_left(self, now: datetime) -> float:
         """Seconds left of the minimum wait since the last send (0 when none)."""
-        if self.last_sent_at is None:
+        if self.last_sent_at is None or self.min_wait_time <= 0:
             return 0.0
         elapsed = (now - self.last_sent_at).total_seconds()
         return max(self.min_wait_time - elapsed, 0.0)
@@ -284,11 +289,15 @@ class Account(_Model):
     def with_send(self, now: datetime) -> Account:
         """This account with one more send counted at ``now``."""
         day = now.date()
+        stamp = _as_utc(now)
+        if self.last_sent_at is not None and stamp is not None:
+            # Never move the stamp back (another worker's clock may run ahead).
+            stamp = max(stamp, self.last_sent_at)
         return self.model_copy(
             update={
                 "sent_count": self.sent_on(day) + 1,
                 "count_day": day,
-                "last_sent_at": _as_utc(now),
+                "last_sent_at": stamp,
             }
         )
 

@@ -21,6 +21,8 @@ from mailpool.errors import (
     AccountNotFound,
     AuthenticationError,
     ConfigurationError,
+    DeliveryUnknown,
+    MailpoolError,
     MessageRejected,
     NoAccountAvailable,
     NoAccountReason,
@@ -132,6 +134,8 @@ class AccountPool:
             and ``retry_after`` say why and for how long).
         :raises MessageRejected: the server refused the message or all its
             recipients; not retried on other accounts.
+        :raises DeliveryUnknown: the connection was lost after the message was
+            handed over; it may have been delivered, and it counts.
         :raises SendError: every account tried failed; the last error.
         """
         _check_message(message)
@@ -156,6 +160,9 @@ class AccountPool:
                 refused = self.retry.call(
                     partial(self._transport.send, account, prepared), count_attempt
                 )
+            except DeliveryUnknown:
+                # The server may have accepted it: keep the unit, do not resend.
+                raise
             except SendError as exc:
                 self.storage.release(reservation)
                 if isinstance(exc, MessageRejected):
@@ -165,17 +172,17 @@ class AccountPool:
                 log.warning("send through %s failed: %s", account.email, exc)
                 last_error = exc
                 continue
-            except BaseException:
-                self.storage.release(reservation)
-                raise
+            # Any other exception (KeyboardInterrupt, a bug in a custom transport)
+            # keeps the reservation: counting a message that was not sent is
+            # safe, sending past a daily limit is not.
             log.info("sent %s through %s", message_id, account.email)
             return SendResult(
                 account_id=account.id,
                 account_email=account.email,
                 message_id=message_id,
-                sent_at=reservation.reserved_at,
+                sent_at=self.now(),
                 attempts=attempts,
-                refused_recipients=tuple(refused),
+                refused_recipients=tuple(refused or ()),
             )
         if last_error is not None:
             raise last_error
@@ -307,6 +314,11 @@ class AccountPool:
             if not candidates:
                 return None
             chosen = self._selector.choose(candidates)
+            if not any(chosen.id == account.id for account in candidates):
+                raise ConfigurationError(
+                    f"the selector {self._selector!r} returned {chosen.email}, which "
+                    "is not one of the candidates it was given"
+                )
             reservation = self.storage.reserve(chosen.id, now)
             if reservation is not None:
                 return reservation
@@ -314,12 +326,17 @@ class AccountPool:
             lost.add(chosen.id)
 
     def _mark_error(self, account: Account, error: AuthenticationError) -> None:
+        """Set the account's status to error, unless its credentials changed
+        since the send began (someone may just have fixed them)."""
         try:
             current = self.storage.get(account.id)
+            if (current.smtp, current.oauth2) != (account.smtp, account.oauth2):
+                return
             self.storage.update(
                 current.replace(status=AccountStatus.ERROR, status_reason=str(error))
             )
-        except AccountNotFound:
+        except MailpoolError as exc:
+            log.warning("could not set %s to status error: %s", account.email, exc)
             return
         log.error("account %s set to status error: %s", account.email, error)
 

@@ -474,6 +474,16 @@ class StorageContract:
         assert storage.reserve(account.id, NOW + timedelta(seconds=60)) is not None
         assert storage.get(account.id).sent_count == 2
 
+    def test_zero_min_wait_ignores_a_stamp_from_a_clock_running_ahead(
+        self, storage: Storage
+    ) -> None:
+        ahead = NOW + timedelta(seconds=5)  # another worker's clock runs ahead
+        account = storage.add(make_account(min_wait_time=0, last_sent_at=ahead))
+        assert [a.id for a in storage.eligible(Scope(), NOW)] == [account.id]
+        assert storage.reserve(account.id, NOW) is not None
+        stored = storage.get(account.id)
+        assert (stored.sent_count, stored.last_sent_at) == (1, ahead)  # never back
+
     def test_reserve_refuses_an_account_that_is_not_active(
         self, storage: Storage
     ) -> None:

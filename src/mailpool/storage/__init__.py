@@ -78,12 +78,9 @@ def open_storage(url: str) -> Storage:
     )
 
 
-def _redact(url: str) -> str:
-    """``url`` without a password, for error messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    credentials, at, host = rest.rpartition("@")
+def _redact(text: str) -> str:
+    """``text`` (a string that is not a URL) without a ``user:password@`` secret."""
+    credentials, at, host = text.rpartition("@")
     if at and ":" in credentials:
-        return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
-    return url
+        return f"{credentials.split(':', 1)[0]}:***@{host}"
+    return text

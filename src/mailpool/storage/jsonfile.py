@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr
 
-from mailpool._validation import describe
 from mailpool.errors import ConfigurationError, StorageError
 from mailpool.models import Account
 from mailpool.storage._mapping import MappingStorage, changed
@@ -313,9 +312,9 @@ def _parse(data: bytes, path: Path) -> dict[str, Account]:
         if not isinstance(item, dict):
             raise corrupt(f"account #{index} is not an object")
         try:
-            account = Account.model_validate(item)
-        except ValidationError as exc:
-            raise corrupt(f"account #{index}: {describe('Account', exc)}") from None
+            account = Account(**item)
+        except ConfigurationError as exc:
+            raise corrupt(f"account #{index}: {exc}") from None
         if account.id in ids:
             raise corrupt(
                 f"accounts #{ids[account.id]} and #{index} have the same id "

@@ -333,8 +333,10 @@ def _create_engine(url: str | URL, options: Mapping[str, Any]) -> Engine:
             f"SQLAlchemy knows no database {parsed.drivername!r} (in {shown}): "
             "use e.g. sqlite:///app.db or postgresql+psycopg://user:password@host/db"
         ) from exc
-    except (sa.exc.ArgumentError, TypeError) as exc:
-        raise ConfigurationError(f"invalid engine_options for {shown}: {exc}") from exc
+    except (sa.exc.ArgumentError, TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"invalid URL options or engine_options for {shown}: {exc}"
+        ) from exc
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, memory=_is_sqlite_memory(parsed))
     return engine

@@ -15,26 +15,60 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from mailpool._validation import message_recipients
 from mailpool.errors import (
     AuthenticationError,
     ConnectFailure,
+    DeliveryUnknown,
     MessageRejected,
     SendError,
     TemporarySendError,
 )
 from mailpool.models import Account
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 __all__ = ["SMTPTransport"]
 
 log = logging.getLogger("mailpool.transport")
 
 
+class _TrackedSMTP(smtplib.SMTP):
+    """smtplib.SMTP that knows when the message body has left.
+
+    Once the body is on the wire, a lost reply (timeout, disconnect) no longer
+    means "not sent": the server may have queued the message. ``data()`` sends
+    the DATA command as ``str`` (through ``putcmd``) and the body as ``bytes``.
+    """
+
+    body_sent = False
+    _in_data = False
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        self.body_sent, self._in_data = False, True
+        try:
+            return super().data(msg)
+        finally:
+            self._in_data = False
+
+    def send(self, s: ReadableBuffer | str) -> None:
+        if self._in_data and not isinstance(s, str):
+            self.body_sent = True
+        super().send(s)
+
+
+class _TrackedSMTP_SSL(_TrackedSMTP, smtplib.SMTP_SSL):
+    """Implicit-TLS variant of :class:`_TrackedSMTP`."""
+
+
 @dataclass
 class _Session:
-    connection: smtplib.SMTP
+    connection: _TrackedSMTP
     fingerprint: int
+    generation: int
 
 
 class SMTPTransport:
@@ -62,6 +96,7 @@ class SMTPTransport:
         self._ssl_context = ssl_context
         self._reuse = reuse_connections
         self._idle: dict[str, list[_Session]] = {}
+        self._generation = 0  # bumped by close(): older sessions are not kept
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -77,10 +112,10 @@ class SMTPTransport:
     def send(self, account: Account, message: EmailMessage, /) -> Sequence[str]:
         """Send ``message`` from ``account``; see :meth:`Transport.send`."""
         session = self._checkout(account)
-        with _map_errors(account), self._discard_on_error(session):
-            to_addrs = message_recipients(message)
+        session.connection.body_sent = False
+        with _map_errors(account, session.connection), self._discard_on_error(session):
             refused = session.connection.send_message(
-                message, from_addr=account.email, to_addrs=to_addrs
+                message, from_addr=account.email, to_addrs=message_recipients(message)
             )
         self._checkin(account, session)
         return tuple(refused)
@@ -97,10 +132,11 @@ class SMTPTransport:
         return f"Connected to {settings.host}:{settings.port} ({how}){done}."
 
     def close(self) -> None:
-        """Quit every idle session."""
+        """Quit every idle session; sessions busy now are quit when done."""
         with self._lock:
             sessions = [s for stack in self._idle.values() for s in stack]
             self._idle.clear()
+            self._generation += 1
         for session in sessions:
             _quit(session.connection)
 
@@ -116,11 +152,12 @@ class SMTPTransport:
         return self._open(account)
 
     def _checkin(self, account: Account, session: _Session) -> None:
-        if not self._reuse:
-            _quit(session.connection)
-            return
         with self._lock:
-            self._idle.setdefault(account.id, []).append(session)
+            keep = self._reuse and session.generation == self._generation
+            if keep:
+                self._idle.setdefault(account.id, []).append(session)
+        if not keep:
+            _quit(session.connection)
 
     @contextlib.contextmanager
     def _discard_on_error(self, session: _Session) -> Iterator[None]:
@@ -137,17 +174,17 @@ class SMTPTransport:
         _check_token_fresh(account)
         with _map_errors(account):
             if settings.use_ssl:
-                connection: smtplib.SMTP = smtplib.SMTP_SSL(
+                connection: _TrackedSMTP = _TrackedSMTP_SSL(
                     settings.host,
                     settings.port,
                     timeout=self.timeout,
                     context=self.ssl_context,
                 )
             else:
-                connection = smtplib.SMTP(
+                connection = _TrackedSMTP(
                     settings.host, settings.port, timeout=self.timeout
                 )
-            session = _Session(connection, _fingerprint(account))
+            session = _Session(connection, _fingerprint(account), self._generation)
             with self._discard_on_error(session):
                 connection.ehlo()
                 if settings.use_tls:
@@ -230,12 +267,25 @@ def _reply(code: int, text: bytes | str) -> str:
 
 
 @contextlib.contextmanager
-def _map_errors(account: Account) -> Iterator[None]:
+def _map_errors(
+    account: Account, connection: _TrackedSMTP | None = None
+) -> Iterator[None]:
     """Turn smtplib, ssl and socket errors into mailpool's SendError tree."""
     server = f"{account.smtp.host}:{account.smtp.port}"
     aid = account.id
     try:
-        yield
+        try:
+            yield
+        except OSError as exc:  # smtplib's errors are OSErrors too
+            lost_reply = not isinstance(exc, smtplib.SMTPResponseException)
+            if connection is not None and connection.body_sent and lost_reply:
+                raise DeliveryUnknown(
+                    f"{server} received the message but its reply was lost "
+                    f"({exc}): it may have been delivered, so it counts and is "
+                    "not sent again",
+                    account_id=aid,
+                ) from exc
+            raise
     except SendError:
         raise
     except smtplib.SMTPAuthenticationError as exc:
@@ -251,14 +301,14 @@ def _map_errors(account: Account) -> Iterator[None]:
             f"{address}: {_reply(code, text)}"
             for address, (code, text) in exc.recipients.items()
         )
-        if all(400 <= code < 500 for code in codes):
+        if any(400 <= code < 500 for code in codes):
             raise TemporarySendError(
-                f"{server} deferred every recipient: {details}",
+                f"{server} refused every recipient, some only for now: {details}",
                 smtp_code=codes[0],
                 account_id=aid,
             ) from exc
         raise MessageRejected(
-            f"{server} refused every recipient: {details}",
+            f"{server} refused every recipient for good: {details}",
             recipients=exc.recipients,
             smtp_code=max(codes),
             account_id=aid,
@@ -311,6 +361,11 @@ def _map_errors(account: Account) -> Iterator[None]:
             f"the TLS certificate of {server} could not be verified "
             f"({exc.verify_message}): for a private CA pass "
             "SMTPTransport(ssl_context=...) that trusts it",
+            account_id=aid,
+        ) from exc
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+        raise ConnectFailure(
+            f"{server} closed the connection during the TLS handshake",
             account_id=aid,
         ) from exc
     except ssl.SSLError as exc:
