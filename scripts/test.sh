@@ -11,7 +11,7 @@
 #    on failure or Ctrl-C. If PostgreSQL is unavailable this is fatal when
 #    CI=true, otherwise a warning (the PostgreSQL tests then skip);
 # 3. runs the quality gates in order, stopping at the first failure:
-#    ruff check, ruff format --check, mypy, pytest (last, so its summary line
+#    ruff check, ruff format --check, mypy, mkdocs build --strict, pytest (last, so its summary line
 #    is the last thing printed). The exit code is that of the failing gate
 #    (pytest's 5 = "no tests collected" counts as a failure), else 0.
 set -euo pipefail
@@ -117,5 +117,7 @@ header "ruff format --check ."
 "$VENV/bin/ruff" format --check .
 header "mypy"
 "$VENV/bin/mypy"
+header "mkdocs build --strict (docs: broken links are errors)"
+"$VENV/bin/mkdocs" build --strict --quiet --site-dir "$(mktemp -d)"
 header "pytest${*:+ $*}"
 "$VENV/bin/python" -m pytest "$@"
