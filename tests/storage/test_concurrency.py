@@ -2,7 +2,8 @@
 
 Child processes are started with the ``spawn`` method and run the functions in
 workers.py. The reservation proofs run against every shared backend: a JSON
-file, a SQLite file, and PostgreSQL when ``MAILPOOL_TEST_POSTGRES_URL`` is set.
+file, a SQLite file, and PostgreSQL when ``MAILPOOL_TEST_POSTGRES_URL`` is set
+(each test on an empty storage: new files, or a fresh PostgreSQL schema).
 Pass or fail never depends on timing: the workers use the real clock, but the
 assertions only count what the storage let through.
 """
@@ -26,55 +27,17 @@ from typing import Any
 import pytest
 import workers
 from filelock import FileLock
+from workers import Won
 
 from mailpool import Account, JSONStorage, SMTPSettings, Storage, open_storage
 
 pytestmark = pytest.mark.integration
 
 SPAWN = multiprocessing.get_context("spawn")
-POSTGRES_URL = os.environ.get("MAILPOOL_TEST_POSTGRES_URL")
 
 
-def _sqlalchemy_missing() -> bool:
-    try:
-        import sqlalchemy  # noqa: F401
-    except ImportError:
-        return True
-    return False
-
-
-NO_SQLALCHEMY = _sqlalchemy_missing()
-
-STORAGE_KINDS = [
-    pytest.param("json", id="json"),
-    pytest.param(
-        "sqlite",
-        id="sqlite",
-        marks=pytest.mark.skipif(
-            NO_SQLALCHEMY, reason="SQLAlchemy is not installed (mailpool[sql])"
-        ),
-    ),
-    pytest.param(
-        "postgresql",
-        id="postgresql",
-        marks=pytest.mark.skipif(
-            NO_SQLALCHEMY or not POSTGRES_URL,
-            reason="set MAILPOOL_TEST_POSTGRES_URL (and install mailpool[postgres]) "
-            "to run the PostgreSQL proofs",
-        ),
-    ),
-]
-
-
-@pytest.fixture(params=STORAGE_KINDS)
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    kind = request.param
-    if kind == "json":
-        return f"json://{tmp_path / 'accounts.json'}"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'accounts.db'}"
-    assert POSTGRES_URL is not None
-    return POSTGRES_URL
+# An empty storage of each kind (a fresh schema for PostgreSQL).
+storage_url = workers.storage_url_fixture()
 
 
 @pytest.fixture
@@ -104,33 +67,16 @@ def proof_account(owner: str, n: int, **fields: Any) -> Account:
     )
 
 
-def run_reservers(url: str, owner: str, processes: int, threads: int) -> list[Any]:
+def run_reservers(url: str, owner: str, processes: int, threads: int) -> list[Won]:
     """Run ``workers.reserve_until_exhausted`` in ``processes`` children and
     return every reservation they made."""
-    results = SPAWN.Queue()
-    start = SPAWN.Barrier(processes * threads)
-    children = [
-        SPAWN.Process(
-            target=workers.reserve_until_exhausted,
-            args=(url, owner, threads, start, results),
-            daemon=True,
-        )
-        for _ in range(processes)
-    ]
-    for child in children:
-        child.start()
-    try:
-        messages = [results.get(timeout=120) for _ in children]
-    finally:
-        for child in children:
-            child.join(timeout=30)
-            if child.is_alive():  # pragma: no cover - only when a child hangs
-                child.kill()
-                child.join()
-    errors = [text for status, _, text in messages if status != "ok"]
-    assert not errors, "a worker failed:\n" + "\n".join(errors)
-    assert all(child.exitcode == 0 for child in children)
-    return [won for _, _, batch in messages for won in batch]
+    batches = workers.run_children(
+        workers.reserve_until_exhausted,
+        (url, owner),
+        processes=processes,
+        threads=threads,
+    )
+    return [won for process in batches for thread in process for won in thread]
 
 
 def test_processes_never_reserve_past_the_daily_limit(
@@ -160,6 +106,34 @@ def test_processes_never_reserve_past_the_daily_limit(
             40,
             date.fromisoformat(last_day),
         )
+
+
+def test_processes_get_every_reservation_the_daily_limit_allows(
+    storage_url: str, shared: Storage, owner: str
+) -> None:
+    # The proof above loops until the accounts are full, so it would still
+    # pass if some reservations were refused by mistake. Here the attempts
+    # add up to exactly the daily limit: each one must be granted.
+    processes, threads, attempts = 4, 8, 5
+    limit = processes * threads * attempts
+    account = shared.add(proof_account(owner, 0, daily_limit=limit, min_wait_time=0))
+    batches = workers.run_children(
+        workers.reserve_n_times,
+        (storage_url, account.id, attempts),
+        processes=processes,
+        threads=threads,
+    )
+
+    tries: list[Won | None] = [
+        won for process in batches for thread in process for won in thread
+    ]
+    assert len(tries) == limit
+    refused = tries.count(None)
+    assert refused == 0, f"{refused} of {limit} allowed reservations were refused"
+    won = [entry for entry in tries if entry is not None]
+    if len({day for _, day, _ in won}) == 1:  # not straddling midnight UTC
+        assert sorted(count for _, _, count in won) == list(range(1, limit + 1))
+        assert shared.get(account.id).sent_count == limit
 
 
 def test_processes_respect_the_min_wait(

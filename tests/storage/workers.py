@@ -1,103 +1,361 @@
-"""Code that runs in child processes for test_concurrency.py.
+"""Code that runs in child processes for the real-process proofs, and the
+harness that starts them.
 
-The tests start children with ``multiprocessing.get_context("spawn")``: a fresh
-interpreter that imports this module by name (the parent's ``sys.path``, which
-tests/conftest.py extended, is passed on to spawned children) and calls
-one of the top-level functions below. The workers open their storage from a
-URL with :func:`mailpool.open_storage`, so one harness serves the JSON
-file, SQLite and PostgreSQL.
+The proofs (test_concurrency.py here, tests/test_multiprocess_send.py) start
+children with ``multiprocessing.get_context("spawn")``: a fresh interpreter
+that imports the worker's module by name (the parent's ``sys.path``, which
+tests/conftest.py extended, is passed on to spawned children) and calls one of
+its top-level functions. Workers open their storage from a URL with
+:func:`mailpool.open_storage`, so one harness serves the JSON file, SQLite and
+PostgreSQL; :func:`empty_storage_url` gives each test an empty one.
 
-Workers report through a ``multiprocessing`` queue, one message per process:
-``("ok", pid, payload)`` or ``("error", pid, traceback_text)``. They never
-raise, so a failure in a child shows up as a readable traceback in the parent.
+:func:`run_children` starts the children; each one calls its worker as
+``worker(*args, threads, start, results)`` and runs ``threads`` threads that
+all begin together at the ``start`` barrier (:func:`in_threads`). Workers
+report through the ``results`` queue, one message per process (:func:`report`):
+``("ok", pid, [each thread's result, ...])`` or ``("error", pid,
+traceback_text)``. They never raise, so a failure in a child shows up as a
+readable traceback in the parent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import multiprocessing
 import os
+import queue
 import random
 import threading
+import time
 import traceback
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from mailpool import JSONStorage, Scope, open_storage
+from mailpool import JSONStorage, Scope, Storage, open_storage
 
-__all__ = ["churn_json_file", "reserve_until_exhausted"]
+if TYPE_CHECKING:
+    from _pytest.fixtures import FixtureFunctionDefinition
+    from _pytest.mark.structures import ParameterSet
+
+__all__ = [
+    "POSTGRES_URL",
+    "STORAGE_KINDS",
+    "BarrierLike",
+    "QueueLike",
+    "Won",
+    "churn_json_file",
+    "empty_storage_url",
+    "in_threads",
+    "report",
+    "reserve_n_times",
+    "reserve_until_exhausted",
+    "run_children",
+    "storage_params",
+    "storage_url_fixture",
+]
+
+POSTGRES_URL = os.environ.get("MAILPOOL_TEST_POSTGRES_URL")
+STORAGE_KINDS = ("json", "sqlite", "postgresql")
+"""The backends that processes can share."""
+
+SPAWN = multiprocessing.get_context("spawn")
+START_TIMEOUT = 60.0
+"""Seconds a thread waits at the start barrier for all the others."""
+CHILDREN_TIMEOUT = 90.0
+"""Seconds the parent waits for every child's report (under pytest's 120)."""
 
 Won = tuple[str, str, int]
 """One successful reservation: (account id, ISO day, sent_count after it)."""
 
+T = TypeVar("T")
 
-class _Queue(Protocol):
+
+class QueueLike(Protocol):
+    """What a worker needs of the results queue."""
+
     def put(self, item: Any, /) -> None: ...
 
 
-class _Barrier(Protocol):
+class BarrierLike(Protocol):
+    """What a worker needs of the start barrier."""
+
     def wait(self, timeout: float | None = None) -> int: ...
+
+    def abort(self) -> None: ...
 
 
 class _Event(Protocol):
     def set(self) -> None: ...
 
 
+# -- the storages the proofs share (parent side) ------------------------------
+
+
+def _missing_requirement(kind: str) -> str | None:
+    """Why the ``kind`` proofs cannot run here, or None."""
+    if kind == "json":
+        return None
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        return "SQLAlchemy is not installed (mailpool[sql])"
+    if kind == "postgresql" and not POSTGRES_URL:
+        return (
+            "set MAILPOOL_TEST_POSTGRES_URL (and install mailpool[postgres]) "
+            "to run the PostgreSQL proofs"
+        )
+    return None
+
+
+def storage_params() -> list[ParameterSet]:
+    """One ``pytest.param`` per kind in :data:`STORAGE_KINDS`, skipped with
+    the reason when it cannot run here.
+
+    pytest is imported by the parent-side helpers only: children never need it.
+    """
+    import pytest
+
+    params = []
+    for kind in STORAGE_KINDS:
+        missing = _missing_requirement(kind)
+        skip = pytest.mark.skipif(missing is not None, reason=missing or "")
+        params.append(pytest.param(kind, id=kind, marks=skip))
+    return params
+
+
+def storage_url_fixture() -> FixtureFunctionDefinition:
+    """A ``storage_url`` fixture, parametrized over :func:`storage_params`,
+    yielding :func:`empty_storage_url`. Use it in a test module with
+    ``storage_url = workers.storage_url_fixture()``."""
+    import pytest
+
+    @pytest.fixture(params=storage_params())
+    def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+        with empty_storage_url(request.param, tmp_path) as url:
+            yield url
+
+    return storage_url
+
+
+@contextlib.contextmanager
+def empty_storage_url(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of an empty storage of ``kind`` that processes can share.
+
+    JSON and SQLite: a new file in ``folder``. PostgreSQL: a fresh schema in
+    the ``MAILPOOL_TEST_POSTGRES_URL`` database (the URL sets ``search_path``,
+    like the ``postgres`` fixture of test_sql.py does with engine options),
+    dropped at exit; the database's own tables are never touched.
+    """
+    if kind == "json":
+        yield f"json://{folder / 'accounts.json'}"
+        return
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'accounts.db'}"
+        return
+    assert kind == "postgresql", kind
+    assert POSTGRES_URL is not None
+    import sqlalchemy as sa
+
+    schema = f"mailpool_proof_{uuid.uuid4().hex[:12]}"
+    url = sa.make_url(POSTGRES_URL).update_query_dict(
+        {"options": f"-c search_path={schema}"}
+    )
+    admin = sa.create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+# -- starting children (parent side) ------------------------------------------
+
+
+def run_children(
+    worker: Callable[..., None],
+    args: tuple[Any, ...],
+    *,
+    processes: int,
+    threads: int,
+) -> list[list[Any]]:
+    """Run ``worker(*args, threads, start, results)`` in ``processes`` spawned
+    children whose threads all start together.
+
+    :returns: every thread's result, one list per process (in the order the
+        processes reported).
+    :raises AssertionError: with the tracebacks, when a child failed, did not
+        report within :data:`CHILDREN_TIMEOUT` or exited with an error.
+    """
+    results = SPAWN.Queue()
+    start = SPAWN.Barrier(processes * threads)
+    children = [
+        SPAWN.Process(target=worker, args=(*args, threads, start, results), daemon=True)
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    deadline = time.monotonic() + CHILDREN_TIMEOUT
+    messages = []
+    try:
+        for _ in children:
+            try:
+                messages.append(
+                    results.get(timeout=max(deadline - time.monotonic(), 0.1))
+                )
+            except queue.Empty:
+                raise AssertionError(
+                    f"only {len(messages)} of {processes} children reported "
+                    f"within {CHILDREN_TIMEOUT:g} s"
+                ) from None
+    finally:
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():  # pragma: no cover - only when a child hangs
+                child.kill()
+                child.join()
+    errors = [text for status, _, text in messages if status != "ok"]
+    assert not errors, "a worker failed:\n" + "\n".join(errors)
+    assert [child.exitcode for child in children] == [0] * processes
+    return [payload for _, _, payload in messages]
+
+
+# -- in the children ----------------------------------------------------------
+
+
+def report(results: QueueLike, start: BarrierLike, job: Callable[[], object]) -> None:
+    """Run ``job`` and put ``("ok", pid, its result)`` on ``results``, or
+    ``("error", pid, traceback)`` after breaking the ``start`` barrier (so
+    that the other children stop waiting). Never raises."""
+    pid = os.getpid()
+    try:
+        payload = job()
+    except BaseException:
+        start.abort()
+        results.put(("error", pid, traceback.format_exc()))
+    else:
+        results.put(("ok", pid, payload))
+
+
+def in_threads(threads: int, start: BarrierLike, work: Callable[[int], T]) -> list[T]:
+    """Run ``work(index)`` in ``threads`` threads that wait for each other (and
+    for the other processes' threads) at ``start``.
+
+    :returns: the threads' results, by index.
+    :raises RuntimeError: with every traceback, when a thread raised.
+    """
+    done: dict[int, T] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def run(index: int) -> None:
+        try:
+            start.wait(timeout=START_TIMEOUT)
+            result = work(index)
+        except BaseException:
+            with lock:
+                errors.append(traceback.format_exc())
+        else:
+            with lock:
+                done[index] = result
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise RuntimeError("a thread failed:\n" + "\n".join(errors))
+    return [done[index] for index in range(threads)]
+
+
+def _on_storage(
+    url: str,
+    threads: int,
+    start: BarrierLike,
+    results: QueueLike,
+    work: Callable[[Storage, int], object],
+) -> None:
+    """Open the storage at ``url`` once for the process, run ``work(storage,
+    thread index)`` in ``threads`` threads, and :func:`report`."""
+
+    def job() -> list[object]:
+        with contextlib.closing(open_storage(url)) as storage:
+            return in_threads(threads, start, functools.partial(work, storage))
+
+    report(results, start, job)
+
+
+def _won(storage: Storage, account_id: str, now: datetime) -> Won | None:
+    """Reserve ``account_id`` at ``now``."""
+    reservation = storage.reserve(account_id, now)
+    if reservation is None:
+        return None
+    return (
+        reservation.account_id,
+        reservation.day.isoformat(),
+        reservation.account.sent_count,
+    )
+
+
 def reserve_until_exhausted(
-    url: str, owner: str, threads: int, start: _Barrier, results: _Queue
+    url: str, owner: str, threads: int, start: BarrierLike, results: QueueLike
 ) -> None:
     """Mimic pools sending as fast as they can, in ``threads`` threads.
 
     Each thread loops like :meth:`AccountPool.send` does, on the real clock:
     ``eligible`` -> pick one at random -> ``reserve``, until ``eligible`` is
     empty (checked twice, with a fresh clock reading, so that one stale
-    reading never ends a thread early). All threads of all processes start
-    together at ``start``. Puts ``("ok", pid, [Won, ...])`` on ``results``.
+    reading never ends a thread early). Each thread's result is its list of
+    :data:`Won` reservations.
     """
-    pid = os.getpid()
-    try:
-        storage = open_storage(url)
+    scope = Scope(owner=owner)
+
+    def run(storage: Storage, _: int) -> list[Won]:
+        rng = random.Random()
         won: list[Won] = []
-        errors: list[str] = []
-        lock = threading.Lock()
-        scope = Scope(owner=owner)
-
-        def run() -> None:
-            rng = random.Random()
+        empty_in_a_row = 0
+        while empty_in_a_row < 2:
+            now = datetime.now(timezone.utc)
+            candidates = storage.eligible(scope, now)
+            if not candidates:
+                empty_in_a_row += 1
+                continue
             empty_in_a_row = 0
-            try:
-                start.wait(timeout=60)
-                while empty_in_a_row < 2:
-                    now = datetime.now(timezone.utc)
-                    candidates = storage.eligible(scope, now)
-                    if not candidates:
-                        empty_in_a_row += 1
-                        continue
-                    empty_in_a_row = 0
-                    reservation = storage.reserve(rng.choice(candidates).id, now)
-                    if reservation is not None:
-                        with lock:
-                            won.append(
-                                (
-                                    reservation.account_id,
-                                    reservation.day.isoformat(),
-                                    reservation.account.sent_count,
-                                )
-                            )
-            except BaseException:
-                with lock:
-                    errors.append(traceback.format_exc())
+            reservation = _won(storage, rng.choice(candidates).id, now)
+            if reservation is not None:
+                won.append(reservation)
+        return won
 
-        workers = [threading.Thread(target=run) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        storage.close()
-        if errors:
-            results.put(("error", pid, "\n".join(errors)))
-        else:
-            results.put(("ok", pid, won))
-    except BaseException:
-        results.put(("error", pid, traceback.format_exc()))
+    _on_storage(url, threads, start, results, run)
+
+
+def reserve_n_times(
+    url: str,
+    account_id: str,
+    attempts: int,
+    threads: int,
+    start: BarrierLike,
+    results: QueueLike,
+) -> None:
+    """Each of ``threads`` threads calls ``reserve(account_id, now)`` exactly
+    ``attempts`` times on the real clock, whatever the answers. Each thread's
+    result is one entry per attempt: the :data:`Won` reservation, or None when
+    it was refused."""
+
+    def run(storage: Storage, _: int) -> list[Won | None]:
+        return [
+            _won(storage, account_id, datetime.now(timezone.utc))
+            for _ in range(attempts)
+        ]
+
+    _on_storage(url, threads, start, results, run)
 
 
 def churn_json_file(path: str, ready: _Event) -> None:
