@@ -535,6 +535,45 @@ def test_failed_send_leaves_the_count_and_last_sent_at_unchanged(
 # -- validation -------------------------------------------------------------------
 
 
+def test_retry_after_is_the_shortest_wait_left(
+    add: AccountFactory, pool: AccountPool
+) -> None:
+    add(ALICE, min_wait_time=60)
+    add(BOB, min_wait_time=10)
+    send(pool)
+    send(pool)
+
+    with pytest.raises(NoAccountAvailable) as info:
+        send(pool)
+    assert info.value.reason is NoAccountReason.ALL_WAITING
+    assert info.value.retry_after == 10
+
+
+def test_send_mail_builds_html_alternative_and_reply_to(
+    smtp_server: SMTPTestServer, add: AccountFactory, pool: AccountPool
+) -> None:
+    add()
+    pool.send_mail(
+        subject="News",
+        body="Plain words.",
+        html="<p>Rich words.</p>",
+        to=RECIPIENT,
+        reply_to="Help Desk <help@example.com>",
+        headers={"X-Campaign": "spring"},
+    )
+
+    (received,) = smtp_server.messages
+    message = received.message
+    assert message.get_content_type() == "multipart/alternative"
+    html = message.get_body(preferencelist=("html",))
+    plain = message.get_body(preferencelist=("plain",))
+    assert html is not None and html.get_content().strip() == "<p>Rich words.</p>"
+    assert plain is not None and plain.get_content().strip() == "Plain words."
+    assert message["Reply-To"] == "Help Desk <help@example.com>"
+    assert message["X-Campaign"] == "spring"
+    assert received.rcpt_tos == (RECIPIENT,)
+
+
 @pytest.mark.parametrize(
     "fields",
     [
@@ -547,6 +586,7 @@ def test_failed_send_leaves_the_count_and_last_sent_at_unchanged(
         pytest.param(
             {"headers": {"X-Campaign: spring\r\nBcc: eve@example.org\r\nX-Tag": "1"}},
         ),
+        {"reply_to": "bad@@example.com"},
     ],
     ids=[
         "bad-to",
@@ -556,6 +596,7 @@ def test_failed_send_leaves_the_count_and_last_sent_at_unchanged(
         "lf-subject",
         "cr-header",
         "crlf-header-name",
+        "bad-reply-to",
     ],
 )
 def test_send_mail_refuses_invalid_input_before_sending_anything(
@@ -828,10 +869,10 @@ def test_reply_lost_after_the_body_counts_and_is_never_resent(
 ) -> None:
     alice, bob = add(ALICE), add(BOB)
     if fault == "stall":  # the server queues the message but answers too late
-        smtp_server.stall_next("DATA_END", 1.5)
+        smtp_server.stall_next("DATA_END", 6.0)
     else:
         smtp_server.drop_next("DATA_END")
-    pool = make_pool(selector=first, transport=SMTPTransport(timeout=0.5))
+    pool = make_pool(selector=first, transport=SMTPTransport(timeout=2.0))
 
     with pytest.raises(DeliveryUnknown) as info:
         send(pool)
@@ -905,3 +946,91 @@ def test_deferred_and_refused_recipients_together_are_temporary(
 
     assert not isinstance(info.value, MessageRejected)
     assert "gone@example.net" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("failover", "tried"), [(2, [ALICE, BOB, CAROL]), (1, [ALICE, BOB])]
+)
+def test_failover_tries_that_many_other_accounts_then_raises_the_last_error(
+    smtp_server: SMTPTestServer,
+    storage: InMemoryStorage,
+    add: AccountFactory,
+    make_pool: PoolFactory,
+    failover: int,
+    tried: list[str],
+) -> None:
+    accounts = [add(ALICE), add(BOB), add(CAROL)]
+    smtp_server.fail_next("DATA", "451 4.3.0 Try again later", times=3)
+    pool = make_pool(selector=first, failover=failover, retry=RetryPolicy(attempts=1))
+
+    with pytest.raises(TemporarySendError) as info:
+        send(pool)
+
+    by_email = {account.email: account for account in accounts}
+    assert info.value.account_id == by_email[tried[-1]].id
+    assert smtp_server.connections == len(tried)
+    assert [storage.get(account.id).sent_count for account in accounts] == [0, 0, 0]
+
+
+def test_one_message_id_is_kept_across_failover(
+    storage: InMemoryStorage, add: AccountFactory
+) -> None:
+    add(ALICE)
+    add(BOB)
+
+    class FirstFails(RecordingTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def send(self, account: Account, message: EmailMessage, /) -> Sequence[str]:
+            self.seen.append(str(message["Message-ID"]))
+            if len(self.seen) == 1:
+                raise TemporarySendError("451 later", account_id=account.id)
+            return super().send(account, message)
+
+    transport = FirstFails()
+    pool = AccountPool(
+        storage, transport=transport, selector=first, retry=RetryPolicy(attempts=1)
+    )
+    result = send(pool)
+
+    assert len(transport.seen) == 2 and transport.seen[0] == transport.seen[1]
+    assert result.message_id == transport.seen[0]
+
+
+def test_an_unexpected_error_keeps_the_reservation_and_does_not_fail_over(
+    storage: InMemoryStorage, add: AccountFactory
+) -> None:
+    alice, bob = add(ALICE), add(BOB)
+
+    class Broken(RecordingTransport):
+        def send(self, account: Account, message: EmailMessage, /) -> Sequence[str]:
+            raise RuntimeError("bug in a custom transport")
+
+    with pytest.raises(RuntimeError):
+        send(AccountPool(storage, transport=Broken(), selector=first))
+
+    assert storage.get(alice.id).sent_count == 1  # counted: sending past is worse
+    assert storage.get(bob.id).sent_count == 0
+
+
+def test_losing_a_reservation_race_picks_another_account(
+    smtp_server: SMTPTestServer,
+    storage: InMemoryStorage,
+    add: AccountFactory,
+    make_pool: PoolFactory,
+    clock: ManualClock,
+) -> None:
+    alice, bob = add(ALICE, daily_limit=1), add(BOB, daily_limit=1)
+
+    def rival_takes_it_first(candidates: Sequence[Account]) -> Account:
+        chosen = candidates[0]
+        if chosen.id == alice.id:  # another worker takes Alice's last unit now
+            assert storage.reserve(alice.id, clock()) is not None
+        return chosen
+
+    result = send(make_pool(selector=rival_takes_it_first))
+
+    assert result.account_id == bob.id
+    assert [m.mail_from for m in smtp_server.messages] == [BOB]
