@@ -10,12 +10,17 @@ Faults are injected through the server itself, never by patching the client:
 * :meth:`SMTPTestServer.fail_next` answers a command with a given reply,
 * :meth:`SMTPTestServer.drop_next` closes the TCP connection without replying,
 * :meth:`SMTPTestServer.stall_next` stays silent for a while, then answers,
+* :meth:`SMTPTestServer.hold_next` stays silent until the test releases it,
 * :meth:`SMTPTestServer.reject_recipient` refuses one address permanently.
 
 Fault points are SMTP commands (``EHLO``, ``HELO``, ``MAIL``, ``RCPT``,
 ``DATA``, ``AUTH``, ``NOOP``, ``RSET``, ``STARTTLS``, ``QUIT``) plus two
 pseudo-commands: ``CONNECT`` (the greeting sent when a client connects) and
 ``DATA_END`` (the reply to the end of the message content, after ``354``).
+
+``stall_next`` and ``hold_next`` return a :class:`Hold`: its ``reached`` event
+is set once the server is silent at that point, and ``release()`` lets it
+answer, so a test can synchronize with the server without sleeping.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import email.policy
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -40,8 +46,10 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 __all__ = [
     "FAULT_POINTS",
+    "MAX_STALL_SECONDS",
     "OAUTH_TOKENS",
     "USERS",
+    "Hold",
     "ReceivedMessage",
     "SMTPTestServer",
 ]
@@ -75,7 +83,7 @@ FAULT_POINTS: frozenset[str] = frozenset(
 """Where faults can be injected (see the module docstring)."""
 
 MAX_STALL_SECONDS = 30.0
-"""Upper bound for :meth:`SMTPTestServer.stall_next`, so a test cannot hang."""
+"""Longest silence of a stall or hold, so a test cannot hang."""
 
 SERVER_HOSTNAME = "mx.mailpool.test"
 XOAUTH2_FAILURE = "535 5.7.8 Username and Password not accepted"
@@ -85,6 +93,7 @@ _READY_TIMEOUT = 10.0
 _SHUTDOWN_TIMEOUT = 5.0
 _IDLE_TIMEOUT = 60.0
 _DROP_GRACE = 5.0
+_REACH_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -104,11 +113,78 @@ class ReceivedMessage:
     raw: bytes = field(default=b"", repr=False)
 
 
+class Hold:
+    """The handle of a :meth:`~SMTPTestServer.hold_next` or ``stall_next`` fault.
+
+    The server sets :attr:`reached` when the command arrives, then stays silent
+    until :meth:`release` is called (or its time is up) and answers normally.
+    One handle covers every command of its ``times``; releasing it also ends
+    the silences still to come.  Closing the connection ends the silence too.
+    """
+
+    def __init__(self, point: str, seconds: float) -> None:
+        self.point = point
+        self.seconds = seconds
+        self.reached = threading.Event()
+        self._lock = threading.Lock()
+        self._released = False
+        self._wakeups: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"<Hold {self.point} reached={self.reached.is_set()} "
+            f"released={self.released}>"
+        )
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` was called."""
+        with self._lock:
+            return self._released
+
+    def release(self) -> None:
+        """Let the server answer now, and at once if the command comes later."""
+        with self._lock:
+            self._released = True
+            wakeups, self._wakeups = self._wakeups, []
+        for wake in wakeups:
+            wake()
+
+    def wait_reached(self, timeout: float = _REACH_TIMEOUT) -> None:
+        """Block until the server is holding the command; TimeoutError if not."""
+        if not self.reached.wait(timeout):
+            raise TimeoutError(f"the server never reached {self.point}")
+
+    async def _pause(self) -> None:
+        """Called on the server loop: stay silent until released or time is up."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(woken.set)
+
+        with self._lock:
+            released = self._released
+            if not released:
+                self._wakeups.append(wake)
+        self.reached.set()
+        if released:
+            return
+        try:
+            await asyncio.wait_for(woken.wait(), self.seconds)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._wakeups.remove(wake)
+
+
 @dataclass(frozen=True)
 class _Fault:
-    kind: Literal["fail", "drop", "stall"]
+    kind: Literal["fail", "drop", "pause"]
     reply: str = ""
-    seconds: float = 0.0
+    hold: Hold | None = None
 
 
 def _check_point(command: str) -> str:
@@ -202,8 +278,8 @@ class _FaultySMTP(SMTP):
         fault = self._owner._take_fault(point)
         if fault is None:
             return False
-        if fault.kind == "stall":
-            await asyncio.sleep(fault.seconds)
+        if fault.hold is not None:
+            await fault.hold._pause()
             return False
         if fault.kind == "drop":
             await self.drop()
@@ -318,15 +394,16 @@ class _Handler:
         assert isinstance(server, _FaultySMTP)
         fault = self._owner._take_fault("DATA_END")
         if fault is not None:
-            if fault.kind == "drop":
+            if fault.hold is not None:
+                await fault.hold._pause()
+            elif fault.kind == "drop":
                 await server.drop()
                 return "451 4.3.0 Connection dropped"  # not reached in practice
-            if fault.kind == "fail":
+            else:
                 if fault.reply.startswith("421"):
                     await server.push(fault.reply)
                     await server.close_and_wait()
                 return fault.reply
-            await asyncio.sleep(fault.seconds)
         raw = envelope.original_content or b""
         parser = BytesParser(policy=email.policy.default)
         message: EmailMessage = parser.parsebytes(raw.replace(b"\r\n", b"\n"))
@@ -555,11 +632,28 @@ class SMTPTestServer:
         """Close the TCP connection, without replying, when ``command`` arrives."""
         self._queue(command, _Fault("drop"), times)
 
-    def stall_next(self, command: str, seconds: float, *, times: int = 1) -> None:
-        """Stay silent ``seconds`` when ``command`` arrives, then answer normally."""
+    def stall_next(self, command: str, seconds: float, *, times: int = 1) -> Hold:
+        """Stay silent ``seconds`` when ``command`` arrives, then answer normally.
+
+        The returned :class:`Hold` tells when the stall began and can end it early.
+        """
         if not 0 <= seconds <= MAX_STALL_SECONDS:
             raise ValueError(f"seconds must be within 0..{MAX_STALL_SECONDS}")
-        self._queue(command, _Fault("stall", seconds=seconds), times)
+        return self._pause_next(command, seconds, times)
+
+    def hold_next(self, command: str) -> Hold:
+        """Stay silent when ``command`` arrives until the test releases the hold.
+
+        ``hold.wait_reached()`` returns once the server is silent there;
+        ``hold.release()`` makes it answer normally.  An unreleased hold ends
+        after :data:`MAX_STALL_SECONDS`, or when the connection closes.
+        """
+        return self._pause_next(command, MAX_STALL_SECONDS, 1)
+
+    def _pause_next(self, command: str, seconds: float, times: int) -> Hold:
+        hold = Hold(_check_point(command), seconds)
+        self._queue(command, _Fault("pause", hold=hold), times)
+        return hold
 
     def reject_recipient(
         self, address: str, reply: str = "550 5.1.1 No such user"

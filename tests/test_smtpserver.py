@@ -12,9 +12,10 @@ from email.message import EmailMessage
 
 import pytest
 
-from smtpserver import OAUTH_TOKENS, USERS, SMTPTestServer
+from smtpserver import MAX_STALL_SECONDS, OAUTH_TOKENS, USERS, SMTPTestServer
 
 TIMEOUT = 5.0  # a server that hangs fails the test quickly instead of at 120 s
+GIVE_UP = 0.5  # the reply timeout of a client meant to give up on a silent server
 
 
 def make_message(
@@ -37,6 +38,13 @@ def connect(server: SMTPTestServer, timeout: float = TIMEOUT) -> smtplib.SMTP:
 
 def xoauth2(user: str, token: str) -> str:
     return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+
+def raw_session(server: SMTPTestServer) -> socket.socket:
+    """A bare TCP connection past the greeting, to watch replies byte by byte."""
+    sock = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+    assert sock.recv(1024).startswith(b"220 ")
+    return sock
 
 
 # -- delivery ---------------------------------------------------------------------
@@ -109,14 +117,13 @@ def test_auth_login(smtp_server: SMTPTestServer) -> None:
     assert smtp_server.messages[0].auth_user == "bob@example.com"
 
 
-def test_bad_password_gets_535_promptly(smtp_server: SMTPTestServer) -> None:
+def test_bad_password_gets_a_535_reply(smtp_server: SMTPTestServer) -> None:
     with connect(smtp_server) as client:
         client.ehlo()
         client.user, client.password = "alice@example.com", "wrong"
-        started = time.monotonic()
+        # An unanswered AUTH would end in a timeout (SMTPServerDisconnected).
         with pytest.raises(smtplib.SMTPAuthenticationError) as excinfo:
             client.auth("PLAIN", client.auth_plain)
-        assert time.monotonic() - started < 2
         assert excinfo.value.smtp_code == 535
         # The session is still usable after a failed AUTH.
         assert client.noop()[0] == 250
@@ -292,10 +299,10 @@ def test_fail_next_ehlo(smtp_server: SMTPTestServer) -> None:
 def test_drop_next_data_disconnects(smtp_server: SMTPTestServer) -> None:
     smtp_server.drop_next("DATA")
     with connect(smtp_server) as client:
-        started = time.monotonic()
-        with pytest.raises(smtplib.SMTPServerDisconnected):
+        with pytest.raises(smtplib.SMTPServerDisconnected) as excinfo:
             client.send_message(make_message())
-        assert time.monotonic() - started < 2
+        # Closed by the server, not a reply that never came.
+        assert "timed out" not in str(excinfo.value)
     assert smtp_server.messages == []
     with connect(smtp_server) as client:
         client.send_message(make_message())
@@ -323,25 +330,75 @@ def test_drop_after_data_content(smtp_server: SMTPTestServer) -> None:
 
 
 def test_stall_next_times_out_a_client(smtp_server: SMTPTestServer) -> None:
-    smtp_server.stall_next("MAIL", 3.0)
-    client = connect(smtp_server, timeout=0.5)
-    started = time.monotonic()
-    try:
+    stall = smtp_server.stall_next("MAIL", MAX_STALL_SECONDS)
+    with connect(smtp_server) as client:
+        client.ehlo()
+        assert client.sock is not None
+        # Only the stalled reply gets the short timeout, not connect and EHLO.
+        client.sock.settimeout(GIVE_UP)
         # smtplib reports a socket timeout while reading a reply as a disconnect.
         with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
             client.send_message(make_message())
-    finally:
-        client.close()
-    assert 0.4 < time.monotonic() - started < 2.5
+    stall.wait_reached()
+    assert not stall.released
     assert smtp_server.messages == []
 
 
 def test_stall_then_answer_normally(smtp_server: SMTPTestServer) -> None:
-    smtp_server.stall_next("NOOP", 0.3)
+    stall = smtp_server.stall_next("NOOP", 0.1)
     with connect(smtp_server) as client:
-        started = time.monotonic()
         assert client.noop()[0] == 250
-        assert time.monotonic() - started >= 0.25
+        assert stall.reached.is_set()  # the server did stall at NOOP
+        assert not stall.released  # and answered once its time was up
+        assert client.noop()[0] == 250
+
+
+def test_hold_next_stays_silent_until_released(smtp_server: SMTPTestServer) -> None:
+    hold = smtp_server.hold_next("noop")
+    assert hold.point == "NOOP"
+    with raw_session(smtp_server) as sock:
+        sock.sendall(b"NOOP\r\n")
+        hold.wait_reached()
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(1024)  # no reply while held
+        hold.release()
+        sock.settimeout(TIMEOUT)
+        assert sock.recv(1024).startswith(b"250 ")
+        sock.sendall(b"NOOP\r\n")  # one command only
+        assert sock.recv(1024).startswith(b"250 ")
+    assert hold.released
+
+
+def test_hold_next_data_end_delays_the_delivery(smtp_server: SMTPTestServer) -> None:
+    hold = smtp_server.hold_next("DATA_END")
+    refused: list[dict[str, tuple[int, bytes]]] = []
+    with connect(smtp_server) as client:
+        sender = threading.Thread(
+            target=lambda: refused.append(client.send_message(make_message()))
+        )
+        sender.start()
+        try:
+            hold.wait_reached()
+            assert smtp_server.messages == []
+            assert sender.is_alive()  # still waiting for the reply
+        finally:
+            hold.release()
+            sender.join()
+    assert refused == [{}]
+    assert len(smtp_server.messages) == 1
+
+
+def test_hold_released_before_the_command_does_not_hold(
+    smtp_server: SMTPTestServer,
+) -> None:
+    hold = smtp_server.hold_next("NOOP")
+    with pytest.raises(TimeoutError, match="never reached NOOP"):
+        hold.wait_reached(timeout=0.01)  # nothing sent NOOP yet
+    hold.release()
+    with connect(smtp_server) as client:
+        assert client.noop()[0] == 250
+    assert hold.reached.is_set()
 
 
 def test_reject_recipient(smtp_server: SMTPTestServer) -> None:
@@ -379,6 +436,8 @@ def test_invalid_fault_arguments(smtp_server: SMTPTestServer) -> None:
         smtp_server.drop_next("DATA", times=0)
     with pytest.raises(ValueError, match="seconds"):
         smtp_server.stall_next("DATA", 3600)
+    with pytest.raises(ValueError, match="unknown fault point"):
+        smtp_server.hold_next("VRFY")
 
 
 def test_tls_modes_need_a_context() -> None:
@@ -386,9 +445,10 @@ def test_tls_modes_need_a_context() -> None:
         SMTPTestServer(mode="tls")
 
 
-def test_stop_is_quick_with_idle_and_stalled_clients(
+def test_stop_aborts_idle_and_held_sessions_and_joins_its_thread(
     server_tls_context: ssl.SSLContext, client_ssl_context: ssl.SSLContext
 ) -> None:
+    threads_before = set(threading.enumerate())
     server = SMTPTestServer(
         mode="starttls", users=USERS, tls_context=server_tls_context
     )
@@ -396,19 +456,21 @@ def test_stop_is_quick_with_idle_and_stalled_clients(
     idle = connect(server)
     tls = connect(server)
     tls.starttls(context=client_ssl_context)
-    server.stall_next("NOOP", 20.0)
-    stalled = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+    hold = server.hold_next("NOOP")
+    held = raw_session(server)
     try:
-        assert stalled.recv(1024).startswith(b"220 ")
-        stalled.sendall(b"NOOP\r\n")
-        time.sleep(0.1)
+        held.sendall(b"NOOP\r\n")
+        hold.wait_reached()
         assert server.connections == 3
-        started = time.monotonic()
-        server.stop()
-        assert time.monotonic() - started < 1.5
-        assert stalled.recv(1024) == b""  # closed without a reply
+        server.stop()  # without releasing the hold
+        assert set(threading.enumerate()) <= threads_before
+        assert held.recv(1024) == b""  # closed without a reply
+        for client in (idle, tls):
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                client.noop()
         server.stop()  # idempotent
+        hold.release()  # harmless once the server is gone
     finally:
-        stalled.close()
+        held.close()
         idle.close()
         tls.close()

@@ -7,7 +7,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -317,11 +317,17 @@ def test_dropped_connection_raises_connect_failure(
 def test_silent_server_raises_connect_failure_after_the_timeout(
     smtp_server: SMTPTestServer, client_ssl_context: ssl.SSLContext
 ) -> None:
-    smtp_server.stall_next("MAIL", 5.0)
-    transport = SMTPTransport(timeout=0.5, ssl_context=client_ssl_context)
+    # Held until the client has given up: only MAIL can time out, and the 1 s
+    # timeout leaves connect and EHLO room on a busy machine.
+    hold = smtp_server.hold_next("MAIL")
+    transport = SMTPTransport(timeout=1.0, ssl_context=client_ssl_context)
 
-    with pytest.raises(ConnectFailure, match="did not answer in time"):
-        transport.send(make_account(smtp_server), make_message())
+    try:
+        with pytest.raises(ConnectFailure, match="did not answer in time"):
+            transport.send(make_account(smtp_server), make_message())
+        hold.wait_reached()
+    finally:
+        hold.release()
 
     assert smtp_server.messages == []
 
@@ -395,6 +401,29 @@ def test_close_ends_the_session_and_the_next_send_reconnects(
 
     assert len(smtp_server.messages) == 2
     assert smtp_server.connections == 2
+
+
+def test_close_during_a_send_does_not_keep_that_session(
+    smtp_server: SMTPTestServer, transport: SMTPTransport
+) -> None:
+    account = make_account(smtp_server)
+    hold = smtp_server.hold_next("DATA_END")
+    refused: list[Sequence[str]] = []
+    sender = threading.Thread(
+        target=lambda: refused.append(transport.send(account, make_message()))
+    )
+    sender.start()
+    try:
+        hold.wait_reached()  # the send is in flight, its session checked out
+        transport.close()
+    finally:
+        hold.release()
+        sender.join()
+
+    assert refused == [()]  # the send in flight still succeeds
+    transport.send(account, make_message())
+    assert len(smtp_server.messages) == 2
+    assert smtp_server.connections == 2  # the closed-over session was not reused
 
 
 def test_session_dropped_by_the_server_is_replaced_transparently(
