@@ -10,7 +10,11 @@ then runs every test below against your backend::
             yield s
             s.close()
 
-The fixture must return an **empty** storage that no other test uses. The tests
+The fixture must return an **empty** storage that no other test uses. A
+backend that keeps accounts after :meth:`~mailpool.storage.Storage.close` (a
+file, a database) should also override ``reopen``: return a callable that opens
+a new storage object on the same location (``functools.partial(MyStorage,
+...)``); the durability test is skipped without it. The tests
 use fixed datetimes (never the wall clock), so they pass on any day and in any
 time zone. The class has no ``Test`` prefix, so pytest collects it only through
 subclasses. It only needs ``pytest`` and ``mailpool``: copy this file into your
@@ -19,6 +23,9 @@ own project to check a custom backend (see docs/custom-storage.md).
 
 from __future__ import annotations
 
+import inspect
+import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -39,7 +46,15 @@ from mailpool import (
     StorageError,
 )
 
-__all__ = ["DAY", "NOW", "StorageContract", "make_account"]
+__all__ = [
+    "DAY",
+    "NOW",
+    "Reopen",
+    "StorageContract",
+    "assert_exactly_the_limit_granted",
+    "make_account",
+    "reserve_in_threads",
+]
 
 NOW = datetime(2024, 5, 17, 12, 0, 0, tzinfo=timezone.utc)
 """The 'current' time of the tests: noon UTC on :data:`DAY`."""
@@ -67,6 +82,98 @@ def emails(accounts: list[Account]) -> list[str]:
     return [account.email for account in accounts]
 
 
+Reopen = Callable[[], Storage]
+"""Opens a new storage object on the location of the test's ``storage``."""
+
+THREAD_START_TIMEOUT = 60.0
+"""Seconds a racing thread waits for the others at the start barrier."""
+
+
+def reserve_in_threads(
+    storages: Sequence[Storage], account_id: str, *, threads: int, tries: int
+) -> list[Reservation | None]:
+    """``threads`` threads, started together, each call ``reserve(account_id,
+    now)`` ``tries`` times; thread ``n`` uses ``storages[n % len(storages)]``.
+
+    Every call gets its own fixed moment of :data:`DAY` (a millisecond apart),
+    so the moments reach the storage out of order, as from the clocks of
+    several workers. :returns: every answer (the reservation, or None when
+    refused), in no particular order.
+    :raises RuntimeError: from the first error, when a thread raised.
+    """
+    start = threading.Barrier(threads, timeout=THREAD_START_TIMEOUT)
+    answers: list[Reservation | None] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(index: int) -> None:
+        storage = storages[index % len(storages)]
+        try:
+            start.wait()
+            mine = [
+                storage.reserve(
+                    account_id, NOW + timedelta(milliseconds=index * tries + attempt)
+                )
+                for attempt in range(tries)
+            ]
+        except BaseException as exc:  # reported below, in the test's thread
+            start.abort()
+            with lock:
+                errors.append(exc)
+        else:
+            with lock:
+                answers.extend(mine)
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {threads} threads failed") from errors[0]
+    return answers
+
+
+def assert_exactly_the_limit_granted(
+    answers: list[Reservation | None], stored: Account, limit: int
+) -> None:
+    """``answers`` (from :func:`reserve_in_threads`, more attempts than
+    ``limit``) granted each of the ``limit`` units of :data:`DAY` exactly
+    once, and ``stored`` (the account read back afterwards) counts them all."""
+    granted = [answer for answer in answers if answer is not None]
+    assert len(answers) > limit, "the race needs more attempts than the limit"
+    assert len(granted) == limit, (
+        f"{len(granted)} of {len(answers)} attempts granted; the limit is {limit}"
+    )
+    assert sorted(r.account.sent_count for r in granted) == list(range(1, limit + 1))
+    assert {r.day for r in granted} == {DAY}
+    assert (stored.sent_count, stored.count_day) == (limit, DAY)
+    # The stamp is the latest moment granted: it never moved back.
+    assert stored.last_sent_at == max(r.reserved_at for r in granted)
+
+
+PROTOCOL_METHODS = sorted(
+    name
+    for name, value in vars(Storage).items()
+    if callable(value) and not name.startswith("_")
+)
+"""The methods of :class:`~mailpool.storage.Storage`."""
+
+
+def _protocol_call(name: str) -> tuple[list[None], dict[str, None]]:
+    """Placeholder arguments shaped like a call of ``Storage.<name>``:
+    positional-only parameters by position, keyword-only ones by name."""
+    parameters = list(inspect.signature(getattr(Storage, name)).parameters.values())
+    args: list[None] = []
+    kwargs: dict[str, None] = {}
+    for parameter in parameters[1:]:  # after self
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+            kwargs[parameter.name] = None
+        else:
+            args.append(None)
+    return args, kwargs
+
+
 class StorageContract:
     """Behaviour tests every :class:`~mailpool.storage.Storage` must pass."""
 
@@ -75,19 +182,58 @@ class StorageContract:
         """Override: return a new, empty storage private to one test."""
         raise NotImplementedError
 
+    @pytest.fixture
+    def reopen(self) -> Reopen | None:
+        """Override for a durable backend: a callable that opens a new storage
+        object on the location of ``storage``. None: nothing outlives close()."""
+        return None
+
     # -- protocol --------------------------------------------------------------
 
     def test_satisfies_protocol(self, storage: Storage) -> None:
         assert isinstance(storage, Storage)
 
+    @pytest.mark.parametrize("name", PROTOCOL_METHODS)
+    def test_methods_accept_the_protocol_calls(
+        self, storage: Storage, name: str
+    ) -> None:
+        # isinstance() only checks that the names exist. Each method must also
+        # accept the protocol's calls (positional arguments, keyword-only
+        # filters by name); what it does is checked by the tests below.
+        implementation = getattr(storage, name)
+        assert callable(implementation)
+        args, kwargs = _protocol_call(name)
+        inspect.signature(implementation).bind(*args, **kwargs)
+
     def test_new_storage_is_empty(self, storage: Storage) -> None:
         assert storage.accounts() == []
         assert storage.eligible(Scope(), NOW) == []
 
-    def test_close_is_idempotent(self, storage: Storage) -> None:
-        storage.add(make_account())
+    def test_close_twice_keeps_everything_for_a_new_storage(
+        self, storage: Storage, reopen: Reopen | None
+    ) -> None:
+        if reopen is None:
+            pytest.skip("this backend keeps nothing after close()")
+        account = storage.add(make_account(tags={"x"}))
+        other = storage.add(make_account("other@example.com", daily_limit=1))
+        assert storage.reserve(other.id, NOW) is not None
+        expected = storage.accounts()
         storage.close()
-        storage.close()
+        storage.close()  # idempotent: no error the second time
+        fresh = reopen()
+        try:
+            assert fresh.accounts() == expected
+            assert fresh.get(account.id) == account
+            stored = fresh.get(other.id)
+            assert (stored.sent_count, stored.count_day, stored.last_sent_at) == (
+                1,
+                DAY,
+                NOW,
+            )
+            # The reopened storage enforces the stored count.
+            assert fresh.reserve(other.id, NOW + timedelta(seconds=1)) is None
+        finally:
+            fresh.close()
 
     # -- add, get --------------------------------------------------------------
 
@@ -511,6 +657,13 @@ class StorageContract:
             NEXT_DAY.date(),
             NEXT_DAY,
         )
+
+    def test_threads_never_reserve_past_the_daily_limit(self, storage: Storage) -> None:
+        account = storage.add(make_account(daily_limit=50, min_wait_time=0))
+        answers = reserve_in_threads([storage], account.id, threads=16, tries=5)
+        assert_exactly_the_limit_granted(answers, storage.get(account.id), 50)
+        assert storage.eligible(Scope(), NOW + timedelta(hours=1)) == []
+        assert storage.reserve(account.id, NOW + timedelta(hours=1)) is None
 
     # -- release() -------------------------------------------------------------
 

@@ -9,6 +9,8 @@ tables are never touched.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import subprocess
@@ -24,11 +26,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from contract import NOW, StorageContract, make_account
+from contract import DAY, NOW, Reopen, StorageContract, make_account
 
 from mailpool.errors import ConfigurationError, StorageError
 from mailpool.models import OAuth2Credentials, SMTPSettings
-from mailpool.storage import Reservation, Scope, SQLStorage, open_storage
+from mailpool.storage import Reservation, Scope, SQLStorage, Storage, open_storage
 
 POSTGRES_URL = os.environ.get("MAILPOOL_TEST_POSTGRES_URL")
 NO_POSTGRES = (
@@ -89,8 +91,12 @@ def open_sql(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenSto
 
 class TestSQLiteStorage(StorageContract):
     @pytest.fixture
-    def storage(self, tmp_path: Path) -> Iterator[SQLStorage]:
-        storage = SQLStorage(_sqlite_url(tmp_path))
+    def reopen(self, tmp_path: Path) -> Reopen:
+        return functools.partial(SQLStorage, _sqlite_url(tmp_path))
+
+    @pytest.fixture
+    def storage(self, reopen: Reopen) -> Iterator[Storage]:
+        storage = reopen()
         yield storage
         storage.close()
 
@@ -106,9 +112,13 @@ class TestSQLiteInMemoryStorage(StorageContract):
 @pytest.mark.integration
 class TestPostgresStorage(StorageContract):
     @pytest.fixture
-    def storage(self, postgres: tuple[str, dict[str, Any]]) -> Iterator[SQLStorage]:
+    def reopen(self, postgres: tuple[str, dict[str, Any]]) -> Reopen:
         url, options = postgres
-        storage = SQLStorage(url, engine_options=options)
+        return functools.partial(SQLStorage, url, engine_options=options)
+
+    @pytest.fixture
+    def storage(self, reopen: Reopen) -> Iterator[Storage]:
+        storage = reopen()
         yield storage
         storage.close()
 
@@ -223,15 +233,6 @@ def test_an_engine_can_be_passed_in_and_is_not_disposed(tmp_path: Path) -> None:
         )
     assert SQLStorage(engine).get(account.id) == account
     engine.dispose()
-
-
-def test_in_memory_sqlite_is_shared_by_threads() -> None:
-    storage = SQLStorage("sqlite://")
-    account = storage.add(make_account(daily_limit=20))
-    won = _race(storage, account.id, threads=8, tries=5)
-    assert len(won) == 20
-    assert storage.get(account.id).sent_count == 20
-    storage.close()
 
 
 # -- tables, migrations --------------------------------------------------------
@@ -412,34 +413,51 @@ def test_eligible_by_owner_can_use_the_owner_status_index(
 # -- reserve() and the clock ---------------------------------------------------
 
 
-def _race(
-    storage: SQLStorage, account_id: str, *, threads: int, tries: int
-) -> list[Reservation]:
-    won: list[Reservation] = []
-    start = threading.Barrier(threads)
+@contextlib.contextmanager
+def _account_statements(storage: SQLStorage) -> Iterator[list[tuple[str, list[Any]]]]:
+    """Collects the statements on mailpool_accounts that the block sends to the
+    database (seen by ``before_cursor_execute``), each with its parameters."""
+    seen: list[tuple[str, list[Any]]] = []
 
-    def worker() -> None:
-        start.wait()
-        for _ in range(tries):
-            reservation = storage.reserve(account_id, NOW)
-            if reservation is not None:
-                won.append(reservation)
+    def record(
+        conn: Any,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        if "mailpool_accounts" in statement:
+            values = parameters.values() if isinstance(parameters, dict) else parameters
+            seen.append((" ".join(statement.split()), list(values or ())))
 
-    workers = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
-    return won
+    sa.event.listen(storage.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(storage.engine, "before_cursor_execute", record)
 
 
-def test_threads_never_reserve_past_the_daily_limit(open_sql: OpenStorage) -> None:
+def test_reserve_is_one_conditional_update(open_sql: OpenStorage) -> None:
+    # Only one statement that checks and counts at once keeps the limit under
+    # concurrency: a SELECT of the count followed by an UPDATE (or an UPDATE
+    # writing back a count computed in Python) lets two workers take one unit.
     storage = open_sql()
-    account = storage.add(make_account(daily_limit=50))
-    won = _race(storage, account.id, threads=16, tries=10)
-    assert len(won) == 50
-    assert sorted(r.account.sent_count for r in won) == list(range(1, 51))
-    assert storage.get(account.id).sent_count == 50
+    account = storage.add(make_account(daily_limit=38, sent_count=37, count_day=DAY))
+    answers: list[Reservation | None] = []
+    for moment in (NOW, NOW + timedelta(seconds=1)):  # granted, then refused
+        with _account_statements(storage) as statements:
+            answers.append(storage.reserve(account.id, moment))
+        kinds = [sql.split()[0].upper() for sql, _ in statements]
+        assert kinds.count("UPDATE") == 1, kinds
+        assert kinds[0] == "UPDATE", f"read before the update: {kinds}"
+        update, parameters = statements[0]
+        _, where = update.split(" WHERE ", 1)
+        assert "daily_limit" in where  # the limit is checked by the UPDATE itself
+        assert "sent_count +" in update  # and the count incremented by the database
+        assert not {37, 38} & set(parameters)  # not read, then written back
+    assert [answer is not None for answer in answers] == [True, False]
+    assert storage.get(account.id).sent_count == 38
 
 
 def test_storages_on_real_clocks_get_every_allowed_reservation(

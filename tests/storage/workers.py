@@ -30,6 +30,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POSTGRES_URL",
+    "RUNAWAY_MARGIN",
     "STORAGE_KINDS",
     "BarrierLike",
     "QueueLike",
@@ -304,6 +306,11 @@ def _won(storage: Storage, account_id: str, now: datetime) -> Won | None:
     )
 
 
+RUNAWAY_MARGIN = 10
+"""Refusals a thread may get beyond what the limits explain before
+:func:`reserve_until_exhausted` gives up on a storage that never runs out."""
+
+
 def reserve_until_exhausted(
     url: str, owner: str, threads: int, start: BarrierLike, results: QueueLike
 ) -> None:
@@ -314,14 +321,33 @@ def reserve_until_exhausted(
     empty (checked twice, with a fresh clock reading, so that one stale
     reading never ends a thread early). Each thread's result is its list of
     :data:`Won` reservations.
+
+    A storage that breaks the limits would keep this loop going until the
+    pytest timeout, so a thread stops with an AssertionError as soon as it won
+    more reservations on one day than the owner's daily limits add up to, or
+    was refused more often than two days of them (a run may straddle midnight
+    UTC) plus :data:`RUNAWAY_MARGIN`: every refusal means that another thread
+    won since ``eligible`` answered.
     """
     scope = Scope(owner=owner)
 
     def run(storage: Storage, _: int) -> list[Won]:
+        limits = sum(account.daily_limit for account in storage.accounts(owner=owner))
         rng = random.Random()
         won: list[Won] = []
+        won_per_day: Counter[str] = Counter()
+        refused = 0
         empty_in_a_row = 0
         while empty_in_a_row < 2:
+            if max(won_per_day.values(), default=0) > limits or (
+                refused > 2 * limits + RUNAWAY_MARGIN
+            ):
+                raise AssertionError(
+                    f"accounts are still eligible after this thread won "
+                    f"{dict(won_per_day)} reservations (per day) and was refused "
+                    f"{refused} times; the daily limits of owner {owner!r} add "
+                    f"up to {limits}"
+                )
             now = datetime.now(timezone.utc)
             candidates = storage.eligible(scope, now)
             if not candidates:
@@ -329,8 +355,11 @@ def reserve_until_exhausted(
                 continue
             empty_in_a_row = 0
             reservation = _won(storage, rng.choice(candidates).id, now)
-            if reservation is not None:
+            if reservation is None:
+                refused += 1
+            else:
                 won.append(reservation)
+                won_per_day[reservation[1]] += 1
         return won
 
     _on_storage(url, threads, start, results, run)
