@@ -32,6 +32,15 @@ def make_message(
     return message
 
 
+def expect_refusal(
+    client: smtplib.SMTP, error: type[smtplib.SMTPResponseException], code: int
+) -> None:
+    """Sending a message through ``client`` fails with ``error`` and ``code``."""
+    with pytest.raises(error) as excinfo:
+        client.send_message(make_message())
+    assert excinfo.value.smtp_code == code
+
+
 def connect(server: SMTPTestServer, timeout: float = TIMEOUT) -> smtplib.SMTP:
     return smtplib.SMTP(server.host, server.port, timeout=timeout)
 
@@ -151,9 +160,7 @@ def test_starttls_server_requires_auth(
 ) -> None:
     with connect(smtp_starttls_server) as client:
         client.starttls(context=client_ssl_context)
-        with pytest.raises(smtplib.SMTPSenderRefused) as excinfo:
-            client.send_message(make_message())
-        assert excinfo.value.smtp_code == 530
+        expect_refusal(client, smtplib.SMTPSenderRefused, 530)
     assert smtp_starttls_server.messages == []
 
 
@@ -234,9 +241,7 @@ def test_fail_next_times_and_order(smtp_server: SMTPTestServer) -> None:
     smtp_server.fail_next("DATA", "451 4.3.0 Try again later", times=2)
     with connect(smtp_server) as client:
         for _ in range(2):
-            with pytest.raises(smtplib.SMTPDataError) as excinfo:
-                client.send_message(make_message())
-            assert excinfo.value.smtp_code == 451
+            expect_refusal(client, smtplib.SMTPDataError, 451)
             # As on a real server, a refused DATA leaves the transaction open
             # (smtplib does not RSET after a DATA error; MAIL would get 503).
             client.rset()
@@ -247,9 +252,7 @@ def test_fail_next_times_and_order(smtp_server: SMTPTestServer) -> None:
 def test_fail_next_421_closes_the_connection(smtp_server: SMTPTestServer) -> None:
     smtp_server.fail_next("MAIL", "421 4.7.0 Too busy")
     with connect(smtp_server) as client:
-        with pytest.raises(smtplib.SMTPSenderRefused) as excinfo:
-            client.send_message(make_message())
-        assert excinfo.value.smtp_code == 421
+        expect_refusal(client, smtplib.SMTPSenderRefused, 421)
     # A new connection works.
     with connect(smtp_server) as client:
         client.send_message(make_message())
@@ -260,9 +263,7 @@ def test_fail_next_421_closes_the_connection(smtp_server: SMTPTestServer) -> Non
 def test_fail_next_after_data_content(smtp_server: SMTPTestServer) -> None:
     smtp_server.fail_next("DATA_END", "552 5.3.4 Message too big")
     with connect(smtp_server) as client:
-        with pytest.raises(smtplib.SMTPDataError) as excinfo:
-            client.send_message(make_message())
-        assert excinfo.value.smtp_code == 552
+        expect_refusal(client, smtplib.SMTPDataError, 552)
     assert smtp_server.messages == []
 
 
