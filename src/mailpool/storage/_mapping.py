@@ -11,9 +11,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 
-from mailpool.errors import AccountNotFound, ConfigurationError
+from mailpool.errors import AccountNotFound
 from mailpool.models import Account, AccountStatus
-from mailpool.storage.base import Reservation, Scope, released
+from mailpool.storage.base import (
+    Reservation,
+    Scope,
+    duplicate_email,
+    duplicate_id,
+    released,
+)
 
 __all__ = ["MappingStorage"]
 
@@ -38,7 +44,7 @@ class MappingStorage:
         """Store a new account; see :meth:`Storage.add`."""
         with self._writing() as accounts:
             if account.id in accounts:
-                raise ConfigurationError(f"an account with id {account.id!r} exists")
+                raise duplicate_id(account.id)
             _check_unique(accounts, account)
             accounts[account.id] = account
         return account
@@ -158,6 +164,4 @@ def _check_unique(accounts: Mapping[str, Account], account: Account) -> None:
     email = account.email.casefold()
     for other in accounts.values():
         if other.id != account.id and other.email.casefold() == email:
-            raise ConfigurationError(
-                f"another account ({other.id}) already uses {account.email!r}"
-            )
+            raise duplicate_email(account.email, other.id)

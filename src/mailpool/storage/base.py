@@ -6,9 +6,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
+from mailpool.errors import ConfigurationError
 from mailpool.models import Account, AccountStatus
 
-__all__ = ["Reservation", "Scope", "Storage", "released"]
+__all__ = [
+    "Reservation",
+    "Scope",
+    "Storage",
+    "duplicate_email",
+    "duplicate_id",
+    "released",
+]
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,16 @@ class Storage(Protocol):
     def close(self) -> None:
         """Release connections, file handles and locks. Idempotent."""
         ...
+
+
+def duplicate_id(account_id: str) -> ConfigurationError:
+    """The error every backend raises when an id is taken."""
+    return ConfigurationError(f"an account with id {account_id!r} exists")
+
+
+def duplicate_email(email: str, other_id: str) -> ConfigurationError:
+    """The error every backend raises when another account has ``email``."""
+    return ConfigurationError(f"another account ({other_id}) already uses {email!r}")
 
 
 def released(account: Account, reservation: Reservation) -> Account:

@@ -35,7 +35,7 @@ from mailpool.errors import (
     StorageError,
 )
 from mailpool.models import Account, AccountStatus, OAuth2Credentials, SMTPSettings
-from mailpool.storage.base import Reservation, Scope
+from mailpool.storage.base import Reservation, Scope, duplicate_email, duplicate_id
 
 if TYPE_CHECKING:
     from sqlalchemy import (
@@ -522,9 +522,7 @@ class SQLStorage:
                         sa.select(a.c.id).where(a.c.id == account.id)
                     ).first()
                 ):
-                    return ConfigurationError(
-                        f"an account with id {account.id!r} exists"
-                    )
+                    return duplicate_id(account.id)
                 other = conn.execute(
                     sa.select(a.c.id).where(
                         a.c.email_key == account.email.casefold(), a.c.id != account.id
@@ -534,9 +532,7 @@ class SQLStorage:
             return None
         if other is None:
             return None
-        return ConfigurationError(
-            f"another account ({other}) already uses {account.email!r}"
-        )
+        return duplicate_email(account.email, other)
 
     @contextmanager
     def _read(self, action: str) -> Iterator[Connection]:

@@ -48,7 +48,7 @@ class _TrackedSMTP(smtplib.SMTP):
     _in_data = False
 
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
-        self.body_sent, self._in_data = False, True
+        self._in_data = True  # SMTPTransport.send resets body_sent per message
         try:
             return super().data(msg)
         finally:
@@ -122,9 +122,7 @@ class SMTPTransport:
 
     def check(self, account: Account, /) -> str:
         """Connect and log in, then quit; see :meth:`Transport.check`."""
-        session = self._open(account)
-        with contextlib.suppress(smtplib.SMTPException, OSError):
-            session.connection.quit()
+        _quit(self._open(account).connection)
         settings = account.smtp
         how = "STARTTLS" if settings.use_tls else "TLS" if settings.use_ssl else "plain"
         login = _login_name(account)
