@@ -4,14 +4,17 @@
 #   bash scripts/test.sh [PYTEST_ARGS...]
 #
 # 1. creates/reuses the virtualenv .venv and installs mailpool[dev] into it
-#    (editable; re-installed only when pyproject.toml changes);
+#    (editable; re-installed only when pyproject.toml or __version__ changes);
 # 2. unless MAILPOOL_TEST_POSTGRES_URL is already set, starts a throwaway
 #    PostgreSQL (scripts/postgres.sh) on a free port in a temp dir and exports
 #    MAILPOOL_TEST_POSTGRES_URL; it is stopped and deleted on exit, including
 #    on failure or Ctrl-C. If PostgreSQL is unavailable this is fatal when
 #    CI=true, otherwise a warning (the PostgreSQL tests then skip);
 # 3. runs the quality gates in order, stopping at the first failure:
-#    ruff check, ruff format --check, mypy, mkdocs build --strict, pytest (last, so its summary line
+#    ruff check, ruff format --check, mypy, mypy on the docs' snippets and
+#    examples (with and without pydantic's plugin), mkdocs build --strict,
+#    python -m build + twine check (MAILPOOL_DIST then names the built
+#    files, for tests/test_packaging.py), pytest (last, so its summary line
 #    is the last thing printed). The exit code is that of the failing gate
 #    (pytest's 5 = "no tests collected" counts as a failure), else 0.
 set -euo pipefail
@@ -42,7 +45,8 @@ setup_venv() {
     # Install only when pyproject.toml (or the interpreter) changed since the
     # last successful install; the editable install picks up src/ changes.
     local stamp=$VENV/.mailpool-dev.stamp want
-    want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$VENV/bin/python" -VV)"
+    # (__version__ too: the build reads it, so the installed metadata has it.)
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1) $(grep '^__version__' src/mailpool/__init__.py) $("$VENV/bin/python" -VV)"
     if [[ ! -f $stamp || $(<"$stamp") != "$want" ]]; then
         log "installing mailpool[dev] into .venv..."
         "$VENV/bin/python" -m pip install -qq --disable-pip-version-check -e '.[dev]'
@@ -117,7 +121,15 @@ header "ruff format --check ."
 "$VENV/bin/ruff" format --check .
 header "mypy"
 "$VENV/bin/mypy"
+header "mypy on the docs' snippets and examples, with and without pydantic's plugin"
+"$VENV/bin/python" tests/docsnippets.py typecheck
 header "mkdocs build --strict (docs: broken links are errors)"
-"$VENV/bin/mkdocs" build --strict --quiet --site-dir "$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$(mktemp -d)"
+header "python -m build, twine check --strict (the sdist and wheel a user installs)"
+MAILPOOL_DIST=$(mktemp -d)
+export MAILPOOL_DIST
+build_log=$("$VENV/bin/python" -m build --outdir "$MAILPOOL_DIST" . 2>&1) ||
+    { printf '%s\n' "$build_log" >&2; exit 1; }
+"$VENV/bin/twine" check --strict "$MAILPOOL_DIST"/*
 header "pytest${*:+ $*}"
 "$VENV/bin/python" -m pytest "$@"

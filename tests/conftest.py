@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import ssl
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trustme
@@ -18,6 +20,17 @@ for _folder in (str(_TESTS_DIR / "storage"), str(_TESTS_DIR)):
     if _folder not in sys.path:
         sys.path.insert(0, _folder)
 
+from mailpool import (  # noqa: E402
+    Account,
+    AccountPool,
+    InMemoryStorage,
+    RandomSelector,
+    RetryPolicy,
+    SMTPSettings,
+    SMTPTransport,
+)
+from mailpool.testing import ManualClock  # noqa: E402
+from pooltools import ALICE, AccountFactory, PoolFactory  # noqa: E402
 from smtpserver import OAUTH_TOKENS, USERS, SMTPTestServer  # noqa: E402
 
 
@@ -75,3 +88,120 @@ def smtp_tls_server(server_tls_context: ssl.SSLContext) -> Iterator[SMTPTestServ
         oauth_tokens=OAUTH_TOKENS,
     ) as server:
         yield server
+
+
+# -- pools on a real relay (tests/test_pool.py and friends) -----------------------
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()  # 2026-01-01 09:00 UTC
+
+
+@pytest.fixture
+def storage() -> InMemoryStorage:
+    return InMemoryStorage()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def add(storage: InMemoryStorage, smtp_server: SMTPTestServer) -> AccountFactory:
+    """Store an account on the plain relay; it may send again at once."""
+
+    def add(
+        email: str = ALICE, *, password: str | None = None, **fields: Any
+    ) -> Account:
+        smtp = SMTPSettings(
+            host=smtp_server.host,
+            port=smtp_server.port,
+            use_tls=False,
+            password=password,
+            allow_insecure_auth=True,
+        )
+        fields.setdefault("min_wait_time", 0)
+        return storage.add(Account(email=email, smtp=smtp, **fields))
+
+    return add
+
+
+@pytest.fixture
+def make_pool(
+    storage: InMemoryStorage, clock: ManualClock, sleeps: list[float]
+) -> Iterator[PoolFactory]:
+    """Pools on ``storage`` with a manual clock, a seeded selector and retries
+    that record their waits instead of sleeping; all closed at the end."""
+    pools: list[AccountPool] = []
+
+    def make(**options: Any) -> AccountPool:
+        defaults: dict[str, Any] = {
+            "clock": clock,
+            "selector": RandomSelector(7),
+            "transport": SMTPTransport(timeout=5.0),
+            "retry": RetryPolicy(jitter=False, sleep=sleeps.append),
+        }
+        pools.append(AccountPool(storage, **{**defaults, **options}))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+@pytest.fixture
+def pool(make_pool: PoolFactory) -> AccountPool:
+    return make_pool()
+
+
+# -- no secret in any log record --------------------------------------------------
+
+LEAK_WATCH = frozenset(
+    {
+        *USERS.values(),
+        *OAUTH_TOKENS.values(),
+        "wrong-password",
+        "hunter2-secret",
+        "rotated-pass",
+        "pässwörd-ü",
+        "app-password-alice",
+        "app-password-bob",
+        "wrong-password-s3cr3t",
+        "ya29.revoked-t0ken",
+    }
+)
+"""Passwords and tokens the suite's accounts and servers use: none may appear
+in a log record of mailpool (message, arguments or formatted traceback)."""
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.texts: list[str] = []
+        self._formatter = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += self._formatter.formatException(record.exc_info)
+        self.texts.append(text)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs() -> Iterator[None]:
+    """Every test runs with mailpool logging at DEBUG; afterwards, no record
+    may hold a secret of :data:`LEAK_WATCH`."""
+    logger = logging.getLogger("mailpool")
+    recorder = _Recorder()
+    level = logger.level
+    logger.addHandler(recorder)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(level)
+    leaked = sorted(s for s in LEAK_WATCH for text in recorder.texts if s in text)
+    assert not leaked, f"secrets in mailpool's logs: {leaked}"

@@ -33,6 +33,7 @@ __all__ = [
     "Outcome",
     "Sent",
     "Unavailable",
+    "send_one",
     "send_until_limit",
 ]
 
@@ -41,6 +42,8 @@ MAX_SENDS_PER_THREAD = 100
 """A thread stops after this many calls even if no account ever ran out."""
 MAX_RETRY_AFTER = 1.0
 """Longest pause honoured for ``NoAccountAvailable(ALL_WAITING).retry_after``."""
+WAIT = 30.0
+"""``send_mail(wait=...)``: how long a send waits for a busy account."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ def _send(pool: AccountPool, thread: int) -> list[Outcome]:
                 subject=f"Proof {os.getpid()}-{thread}-{n}",
                 body="One of many.",
                 to=[RECIPIENT],
+                wait=WAIT,
             )
         except NoAccountAvailable as exc:
             outcomes.append(Unavailable(exc.reason, exc.retry_after))
@@ -114,3 +118,13 @@ def _send(pool: AccountPool, thread: int) -> list[Outcome]:
         else:
             outcomes.append(Sent(result))
     return outcomes
+
+
+def send_one(url: str, lease_timeout: float) -> None:
+    """Send one message through a pool on ``url`` (the test kills this process
+    while the server holds the message)."""
+    storage = open_storage(url)
+    with AccountPool(storage, lease_timeout=lease_timeout) as pool:
+        pool.send_mail(
+            subject="Killed mid-send", body="Never completed.", to=[RECIPIENT]
+        )

@@ -111,6 +111,10 @@ class ReceivedMessage:
     message: EmailMessage
     auth_user: str | None
     raw: bytes = field(default=b"", repr=False)
+    received_at: float = 0.0
+    """``time.time()`` when the end of DATA arrived (before the 250 reply)."""
+    mail_options: tuple[str, ...] = ()
+    """The ESMTP parameters of MAIL FROM (e.g. ``BODY=8BITMIME``)."""
 
 
 class Hold:
@@ -275,6 +279,7 @@ class _FaultySMTP(SMTP):
 
         Returns True when the fault replaced the normal handling of the command.
         """
+        self._owner._note_command(point)
         fault = self._owner._take_fault(point)
         if fault is None:
             return False
@@ -302,7 +307,14 @@ class _FaultySMTP(SMTP):
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if not await self.apply_fault("EHLO"):
-            await super().smtp_EHLO(hostname)
+            # aiosmtpd offers 8BITMIME unless it decodes DATA as text: flip
+            # that flag just while it builds the EHLO reply.
+            decode_data = self._decode_data
+            self._decode_data = decode_data or not self._owner.offer_8bitmime
+            try:
+                await super().smtp_EHLO(hostname)
+            finally:
+                self._decode_data = decode_data
 
     async def smtp_HELO(self, hostname: str) -> None:
         if not await self.apply_fault("HELO"):
@@ -361,8 +373,12 @@ class _FaultySMTP(SMTP):
         user = next((f[5:] for f in fields if f.startswith("user=")), None)
         auth = next((f[5:] for f in fields if f.startswith("auth=")), "")
         scheme, _sep, token = auth.partition(" ")
-        expected = self._owner.oauth_tokens.get(user) if user is not None else None
-        if scheme.lower() == "bearer" and token and token == expected:
+        if (
+            scheme.lower() == "bearer"
+            and token
+            and user is not None
+            and self._owner._accepts_token(user, token)
+        ):
             return AuthResult(success=True, auth_data=user)
         return AuthResult(success=False, handled=False, message=XOAUTH2_FAILURE)
 
@@ -392,6 +408,8 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         assert isinstance(server, _FaultySMTP)
+        received_at = time.time()
+        self._owner._note_command("DATA_END")
         fault = self._owner._take_fault("DATA_END")
         if fault is not None:
             if fault.hold is not None:
@@ -415,6 +433,8 @@ class _Handler:
                 message=message,
                 auth_user=auth_user if isinstance(auth_user, str) else None,
                 raw=raw,
+                received_at=received_at,
+                mail_options=tuple(envelope.mail_options),
             )
         )
         return "250 OK"
@@ -479,8 +499,11 @@ class SMTPTestServer:
     offered; AUTH only after it) or ``"tls"`` (implicit TLS from the first
     byte).  ``tls_context`` is the server-side context, required for the TLS
     modes.  AUTH PLAIN and LOGIN accept ``users``; AUTH XOAUTH2 is offered only
-    when ``oauth_tokens`` is given.  With ``require_auth`` MAIL/RCPT/DATA are
-    refused with 530 until the session has authenticated.
+    when ``oauth_tokens`` or ``oauth_validator`` is given, and accepts the
+    token ``oauth_tokens`` maps the user to (:meth:`set_oauth_token` changes
+    it at run time), or any token ``oauth_validator(user, token)`` accepts.
+    With ``require_auth`` MAIL/RCPT/DATA are refused with 530 until the
+    session has authenticated.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`.
     """
@@ -497,6 +520,9 @@ class SMTPTestServer:
         require_auth: bool = False,
         tls_context: ssl.SSLContext | None = None,
         oauth_tokens: Mapping[str, str] | None = None,
+        oauth_validator: Callable[[str, str], bool] | None = None,
+        offer_8bitmime: bool = True,
+        offer_smtputf8: bool = False,
     ) -> None:
         if mode not in ("plain", "starttls", "tls"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -507,7 +533,10 @@ class SMTPTestServer:
         self.require_auth = require_auth
         self.tls_context = tls_context
         self.oauth_tokens: Mapping[str, str] = dict(oauth_tokens or {})
-        self._offer_xoauth2 = oauth_tokens is not None
+        self.oauth_validator = oauth_validator
+        self._offer_xoauth2 = oauth_tokens is not None or oauth_validator is not None
+        self.offer_8bitmime = offer_8bitmime
+        self.offer_smtputf8 = offer_smtputf8
         self.host = _HOST
         self.port = 0
         self.messages = []
@@ -517,6 +546,7 @@ class SMTPTestServer:
         self._rejections: dict[str, str] = {}
         self._sessions: set[_FaultySMTP] = set()
         self._connections = 0
+        self._commands: list[str] = []
         self._auth_attempts = 0
         self._controller: _Controller | None = None
 
@@ -531,6 +561,7 @@ class SMTPTestServer:
             "ident": "mailpool test ESMTP",
             "timeout": _IDLE_TIMEOUT,
             "authenticator": self._authenticate,
+            "enable_SMTPUTF8": self.offer_smtputf8,
         }
         if not self._offer_xoauth2:
             smtp_kwargs["auth_exclude_mechanism"] = ["XOAUTH2"]
@@ -561,6 +592,7 @@ class SMTPTestServer:
         with self._lock:
             # Controller.start() opened a probe connection; it is not a client.
             self._connections = 0
+            self._commands.clear()
 
     def stop(self) -> None:
         """Close every connection, stop the loop and join its thread."""
@@ -590,6 +622,12 @@ class SMTPTestServer:
         self.stop()
 
     # -- observation ------------------------------------------------------------
+
+    @property
+    def commands(self) -> list[str]:
+        """Every fault point reached so far (commands, CONNECT, DATA_END), in order."""
+        with self._lock:
+            return list(self._commands)
 
     @property
     def connections(self) -> int:
@@ -655,6 +693,17 @@ class SMTPTestServer:
         self._queue(command, _Fault("pause", hold=hold), times)
         return hold
 
+    def set_oauth_token(self, user: str, token: str | None) -> None:
+        """Accept ``token`` (only it; ``None``: none) for ``user``'s XOAUTH2
+        logins from now on."""
+        with self._lock:
+            tokens = dict(self.oauth_tokens)
+            if token is None:
+                tokens.pop(user, None)
+            else:
+                tokens[user] = token
+            self.oauth_tokens = tokens
+
     def reject_recipient(
         self, address: str, reply: str = "550 5.1.1 No such user"
     ) -> None:
@@ -685,6 +734,10 @@ class SMTPTestServer:
             self.messages.append(message)
             self._message_arrived.notify_all()
 
+    def _note_command(self, point: str) -> None:
+        with self._lock:
+            self._commands.append(point)
+
     def _register(self, smtp: _FaultySMTP) -> None:
         with self._lock:
             self._connections += 1
@@ -697,6 +750,14 @@ class SMTPTestServer:
     def _active_sessions(self) -> list[_FaultySMTP]:
         with self._lock:
             return list(self._sessions)
+
+    def _accepts_token(self, user: str, token: str) -> bool:
+        with self._lock:
+            expected = self.oauth_tokens.get(user)
+            validator = self.oauth_validator
+        if token == expected:
+            return True
+        return validator is not None and validator(user, token)
 
     def _count_auth_attempt(self) -> None:
         with self._lock:

@@ -49,7 +49,10 @@ def test_fifty_threads_on_one_pool_send_exactly_the_daily_limits(
             start.wait()
             try:
                 return pool.send_mail(
-                    subject=f"Message {index}", body="Hi.", to=["dave@example.net"]
+                    subject=f"Message {index}",
+                    body="Hi.",
+                    to=["dave@example.net"],
+                    wait=30,  # for a send slot: each account sends one at a time
                 )
             except NoAccountAvailable as exc:
                 return exc

@@ -80,9 +80,10 @@ def test_password_over_plaintext_needs_an_explicit_opt_in() -> None:
     assert allowed.password is not None
 
 
-def test_token_over_plaintext_needs_an_explicit_opt_in() -> None:
-    with pytest.raises(ConfigurationError, match="OAuth2 access token"):
-        account(oauth2=OAuth2Credentials(access_token="tok"))
+@pytest.mark.parametrize("token", ["access_token", "refresh_token"])
+def test_token_over_plaintext_needs_an_explicit_opt_in(token: str) -> None:
+    with pytest.raises(ConfigurationError, match="OAuth2 token"):
+        account(oauth2=OAuth2Credentials(**{token: "tok"}))
 
 
 def test_credentials_are_optional_for_a_local_relay() -> None:
@@ -169,12 +170,94 @@ def test_eligibility_checks_status_limit_and_wait() -> None:
     assert not fresh.replace(status=AccountStatus.PENDING).is_eligible(now)
     full = fresh.replace(sent_count=30, count_day=now.date())
     assert not full.is_eligible(now)
-    waiting = fresh.with_send(now)
-    assert waiting.wait_left(now + timedelta(seconds=20)) == pytest.approx(40)
-    assert not waiting.is_eligible(now + timedelta(seconds=59))
-    assert waiting.is_eligible(now + timedelta(seconds=60))
+    claimed = fresh.with_claim(now, now + timedelta(seconds=300))
+    assert (claimed.sent_count, claimed.in_flight) == (1, 1)
+    assert not claimed.is_eligible(now)  # its one send slot is taken
+    assert claimed.busy_left(now) == pytest.approx(300)
+    # The wait counts from the delivery, not from the claim.
+    delivered = now + timedelta(seconds=5)
+    waiting = claimed.with_lease_ended(
+        now + timedelta(seconds=300), delivered, delivered=True, day=now.date()
+    )
+    assert (waiting.sent_count, waiting.in_flight) == (1, 0)
+    assert waiting.last_sent_at == delivered
+    assert waiting.wait_left(delivered + timedelta(seconds=20)) == pytest.approx(40)
+    assert not waiting.is_eligible(delivered + timedelta(seconds=59))
+    assert waiting.is_eligible(delivered + timedelta(seconds=60))
+
+
+def test_more_slots_allow_sends_in_flight_at_once() -> None:
+    now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    until = now + timedelta(seconds=300)
+    two = account(min_wait_time=0, max_in_flight=2).with_claim(now, until)
+    assert two.is_eligible(now)
+    both = two.with_claim(now, until)
+    assert not both.is_eligible(now)
+    assert both.with_lease_ended(
+        until, now, delivered=True, day=now.date()
+    ).is_eligible(now)
+
+
+def test_an_abandoned_lease_expires_and_its_unit_stays_counted() -> None:
+    now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    until = now + timedelta(seconds=300)
+    busy = account(min_wait_time=0).with_claim(now, until)
+    assert not busy.is_eligible(until - timedelta(seconds=1))
+    assert busy.is_eligible(until)
+    again = busy.with_claim(until, until + timedelta(seconds=300))
+    assert (again.sent_count, again.in_flight) == (2, 1)
+    # The first worker ends its expired lease late: the new slot stays taken.
+    late = again.with_lease_ended(until, until, delivered=True, day=now.date())
+    assert late.in_flight == 1
+
+
+def test_a_released_lease_gives_its_unit_back() -> None:
+    now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    until = now + timedelta(seconds=300)
+    claimed = account().with_claim(now, until)
+    released = claimed.with_lease_ended(until, now, delivered=False, day=now.date())
+    assert (released.sent_count, released.in_flight) == (0, 0)
+    assert released.last_sent_at is None
+    # A release after the count rolled over to another day changes no count.
+    rolled = claimed.as_of(now.date() + timedelta(days=1))
+    assert (
+        rolled.with_lease_ended(until, now, delivered=False, day=now.date()).sent_count
+        == 0
+    )
+
+
+def test_max_in_flight_must_be_at_least_one() -> None:
+    with pytest.raises(ConfigurationError, match="max_in_flight"):
+        account(max_in_flight=0)
 
 
 def test_naive_datetimes_are_taken_as_utc() -> None:
     stamped = account(last_sent_at=datetime(2026, 3, 1, 12))
     assert stamped.last_sent_at == datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+
+
+def test_an_unknown_time_zone_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="time zone"):
+        account(timezone="Mars/Olympus")
+
+
+def test_each_account_counts_on_its_own_day() -> None:
+    # 23:30 UTC on 1 March is already 2 March in Tokyo.
+    now = datetime(2026, 3, 1, 23, 30, tzinfo=timezone.utc)
+    until = now + timedelta(seconds=300)
+    tokyo = account(timezone="Asia/Tokyo").with_claim(now, until)
+    utc = account().with_claim(now, until)
+    assert tokyo.count_day == date(2026, 3, 2)
+    assert utc.count_day == date(2026, 3, 1)
+    assert tokyo.seconds_to_reset(now) == 15.5 * 3600
+    assert utc.seconds_to_reset(now) == 1800
+
+
+def test_a_clock_behind_never_restarts_a_later_days_count() -> None:
+    now = datetime(2026, 3, 2, 0, 0, 1, tzinfo=timezone.utc)
+    later_day = account(daily_limit=3).with_claim(now, now + timedelta(seconds=300))
+    behind = now - timedelta(seconds=3)  # a worker 3 s behind, still on 1 March
+    again = later_day.with_claim(behind, behind + timedelta(seconds=300))
+    assert (again.count_day, again.sent_count) == (date(2026, 3, 2), 2)
+    assert again.sent_today(behind) == 2
+    assert again.remaining_today(behind) == 1

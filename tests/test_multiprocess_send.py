@@ -12,8 +12,11 @@ received, what the pools returned and what the storage holds.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import workers
@@ -21,6 +24,8 @@ import workers
 import send_workers
 from mailpool import (
     Account,
+    AccountPool,
+    NoAccountAvailable,
     NoAccountReason,
     RetryPolicy,
     SMTPSettings,
@@ -37,6 +42,7 @@ THREADS = 4
 ACCOUNTS = 4
 DAILY_LIMIT = 15
 TOTAL = ACCOUNTS * DAILY_LIMIT
+LEASE_TIMEOUT = 60.0
 
 
 # An empty storage of each kind (a fresh schema for PostgreSQL).
@@ -142,3 +148,46 @@ def test_failed_sends_fail_over_and_are_never_counted(
     assert all(f.smtp_code == 451 for f in failed), failed
     tries_seen_failing = sum(s.result.attempts - 1 for s in sent) + len(failed)
     assert 0 < tries_seen_failing <= faults
+
+
+def test_a_claim_of_a_worker_killed_mid_send_expires_and_stays_counted(
+    storage_url: str, smtp_server: SMTPTestServer
+) -> None:
+    storage = open_storage(storage_url)
+    smtp = SMTPSettings(host=smtp_server.host, port=smtp_server.port, use_tls=False)
+    account = storage.add(Account(email=send_workers.RECIPIENT, smtp=smtp))
+    hold = smtp_server.hold_next("DATA")
+    child = workers.SPAWN.Process(
+        target=send_workers.send_one, args=(storage_url, LEASE_TIMEOUT)
+    )
+    child.start()
+    try:
+        hold.wait_reached()
+        os.kill(child.pid or 0, signal.SIGKILL)  # mid-send: the lease is never ended
+    finally:
+        child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL
+    killed_on = datetime.now(timezone.utc).date()
+
+    # While the lease runs, the account is busy for everyone ...
+    with AccountPool(storage) as pool, pytest.raises(NoAccountAvailable) as info:
+        pool.send_mail(subject="Too soon", body="Busy.", to=[send_workers.RECIPIENT])
+    assert info.value.reason is NoAccountReason.ALL_BUSY
+    assert info.value.retry_after is not None
+    assert 0 < info.value.retry_after <= LEASE_TIMEOUT
+
+    # ... and once it ran out (seen from a clock past it), the account sends
+    # again, with the dead worker's unit still counted.
+    def later() -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=LEASE_TIMEOUT)
+
+    with AccountPool(storage, clock=later) as pool:
+        pool.send_mail(
+            subject="After expiry", body="Sent.", to=[send_workers.RECIPIENT]
+        )
+    stored = storage.get(account.id)
+    same_day = later().date() == killed_on
+    assert stored.sent_count == (2 if same_day else 1)  # across midnight: a new day
+    assert stored.in_flight == 0  # the expired slot was taken over, then freed
+    assert [str(m.message["Subject"]) for m in smtp_server.messages] == ["After expiry"]
+    storage.close()

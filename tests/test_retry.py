@@ -3,6 +3,7 @@ slept); permanent ones are not; the last error escapes, never tenacity's."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -194,3 +195,24 @@ def test_the_last_error_itself_escapes_never_a_tenacity_retry_error() -> None:
 
     assert info.value is raised[-1]
     assert len(raised) == len(tries) == 3
+
+
+def test_a_policy_pickles_for_worker_processes() -> None:
+    policy = RetryPolicy(attempts=4, initial_wait=0.25, max_wait=2.0, jitter=False)
+    again = pickle.loads(pickle.dumps(policy))
+    assert again == policy
+    failures = iter([TemporarySendError("451 busy")] * 3)
+
+    def flaky() -> str:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return "sent"
+
+    slept: list[float] = []
+    sleeping = RetryPolicy(
+        attempts=4, initial_wait=0.25, jitter=False, sleep=slept.append
+    )
+    assert pickle.loads(pickle.dumps(sleeping)).attempts == 4
+    assert again.attempts == 4 and sleeping.call(flaky, lambda: None) == "sent"
+    assert slept == [0.25, 0.5, 1.0]

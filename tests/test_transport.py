@@ -20,6 +20,7 @@ from mailpool import (
     AccountPool,
     AuthenticationError,
     ConnectFailure,
+    DeliveryUnknown,
     InMemoryStorage,
     MessageRejected,
     OAuth2Credentials,
@@ -426,12 +427,15 @@ def test_close_during_a_send_does_not_keep_that_session(
     assert smtp_server.connections == 2  # the closed-over session was not reused
 
 
+@pytest.mark.parametrize("command", ["MAIL", "NOOP"])
 def test_session_dropped_by_the_server_is_replaced_transparently(
-    smtp_server: SMTPTestServer, transport: SMTPTransport
+    smtp_server: SMTPTestServer, transport: SMTPTransport, command: str
 ) -> None:
     account = make_account(smtp_server)
     transport.send(account, make_message())
-    smtp_server.drop_next("NOOP")
+    if command == "NOOP":
+        transport.noop_after = 0.0  # the session counts as idle: checked first
+    smtp_server.drop_next(command)
 
     transport.send(account, make_message("erin@example.org"))
 
@@ -440,6 +444,29 @@ def test_session_dropped_by_the_server_is_replaced_transparently(
         ("erin@example.org",),
     ]
     assert smtp_server.connections == 2
+
+
+def test_a_recently_used_session_is_reused_without_noop(
+    smtp_server: SMTPTestServer, transport: SMTPTransport
+) -> None:
+    account = make_account(smtp_server)
+    for _ in range(3):
+        transport.send(account, make_message())
+
+    assert smtp_server.connections == 1
+    assert "NOOP" not in smtp_server.commands
+
+
+def test_a_drop_after_the_body_left_is_not_resent_on_a_new_session(
+    smtp_server: SMTPTestServer, transport: SMTPTransport
+) -> None:
+    account = make_account(smtp_server)
+    transport.send(account, make_message())
+    smtp_server.drop_next("DATA_END")
+
+    with pytest.raises(DeliveryUnknown):
+        transport.send(account, make_message("erin@example.org"))
+    assert smtp_server.connections == 1
 
 
 def test_without_reuse_each_send_opens_its_own_connection(

@@ -17,35 +17,70 @@ _LABEL = re.compile(r"(?!-)[^\W_](?:[\w-]{0,61}[^\W_])?(?<!-)\Z")
 
 
 def check_email(value: str) -> str:
-    """Return ``value`` stripped if it is a plausible ``local@domain`` address.
+    """Return ``value`` stripped, with an internationalized domain in its
+    ASCII (IDNA, ``xn--``) form, if it is a plausible ``local@domain`` address.
+
+    The part before ``@`` must be ASCII: internationalized mailboxes need
+    SMTPUTF8, which mailpool does not rely on.
 
     :raises ValueError: with a sentence saying what is wrong.
     """
+    if not isinstance(value, str):
+        raise ValueError(
+            f"an email address must be a string, not {type(value).__name__}"
+        )
     address = value.strip()
     local, at, domain = address.rpartition("@")
     problem = None
     if not at or not local or not domain:
         problem = "it needs the form name@domain"
-    elif len(address) > 254:
-        problem = "it is longer than 254 characters"
     elif not _LOCAL_PART.fullmatch(local):
-        problem = f"the part before '@' ({local!r}) has characters not allowed there"
+        problem = (
+            f"the part before '@' ({local!r}) has characters not allowed there "
+            "(only ASCII letters, digits and !#$%&'*+/=?^_`{|}~.- are)"
+        )
     elif not all(_LABEL.match(label) for label in domain.split(".")):
         problem = f"the domain {domain!r} is not a valid host name"
+    else:
+        try:
+            if not domain.isascii():
+                domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            problem = f"the domain {domain!r} is not a valid internationalized name"
+        address = f"{local}@{domain}"
+        if not problem and len(address) > 254:
+            problem = "it is longer than 254 characters"
     if problem:
         raise ValueError(f"{value!r} is not a valid email address: {problem}")
     return address
 
 
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+"""Characters at which Python's email package (``str.splitlines``) starts a
+new line: in a header, each could start an injected header line."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
 def check_header_value(name: str, value: str) -> str:
-    """Refuse CR and LF in a value that ends up in a mail header.
+    """Refuse line breaks (CR, LF and every other character that starts a new
+    line, such as a form feed or a vertical tab) and other control characters
+    in a value that ends up in a mail header.
 
     :raises ValueError: naming the field.
     """
-    if "\r" in value or "\n" in value:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    found = _CONTROL.search(value)
+    if found:
+        what = (
+            "line breaks (such as CR, LF, a form feed or a vertical tab)"
+            if found.group() in LINE_BREAKS
+            else "control characters"
+        )
         raise ValueError(
-            f"{name} must not contain line breaks (CR or LF): they would let the "
-            "value inject extra mail headers"
+            f"{name} must not contain {what}: found {found.group()!r}, which "
+            "could inject extra mail headers"
         )
     return value
 

@@ -118,10 +118,13 @@ class NoAccountReason(str, enum.Enum):
     """Every active account has reached its daily limit."""
     ALL_WAITING = "all_waiting"
     """Every active account with quota left is inside its minimum wait."""
+    ALL_BUSY = "all_busy"
+    """Every active account with quota left has ``max_in_flight`` sends in
+    flight (``retry_after``: when the oldest abandoned one would expire)."""
 
 
 class NoAccountAvailable(MailpoolError):
-    """No account in the pool's scope could be reserved for a send.
+    """No account in the pool's scope could be claimed for a send.
 
     :param reason: why, as a :class:`NoAccountReason`.
     :param retry_after: seconds until an account may become available again

@@ -9,21 +9,26 @@ problem; secrets are :class:`pydantic.SecretStr` and never appear in ``repr``.
 from __future__ import annotations
 
 import enum
+import functools
+import ipaddress
 import math
+import urllib.parse
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from mailpool._fields import Secret, Tags
 from mailpool._validation import check_email, check_header_value, describe, problems
 from mailpool.errors import ConfigurationError
 from mailpool.providers import PROVIDERS, ConnectionType, ProviderPreset
@@ -37,6 +42,14 @@ __all__ = [
     "SMTPSettings",
     "SendResult",
 ]
+
+
+MAX_COUNT = 2**31 - 1
+"""The largest daily limit or count: what every database's INTEGER holds."""
+MAX_WAIT = 7 * 24 * 3600.0
+"""The longest ``min_wait_time``: a week."""
+MAX_IN_FLIGHT = 1000
+"""The most sends of one account in flight at once."""
 
 
 def _new_id() -> str:
@@ -91,7 +104,7 @@ class SMTPSettings(_Model):
     use_tls: bool = True
     use_ssl: bool = False
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret = None  # type: ignore[assignment]  # str accepted: _fields.py
     allow_insecure_auth: bool = False
 
     @field_validator("host")
@@ -143,17 +156,78 @@ def _preset_settings(preset: ProviderPreset, **credentials: Any) -> SMTPSettings
     )
 
 
-class OAuth2Credentials(_Model):
-    """OAuth2 tokens for SMTP ``AUTH XOAUTH2`` (Gmail, Outlook)."""
+def _check_token_url(value: str | None) -> str | None:
+    """An ``https://`` URL, or ``http://`` on a loopback address (for tests)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        parts = urllib.parse.urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if not host or parts.scheme not in ("https", "http") or parts.username:
+        raise ValueError(
+            "token_url must be an https:// URL without credentials in it, "
+            "e.g. https://oauth2.googleapis.com/token"
+        )
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ValueError(
+            f"token_url {value!r} is plain http://, which would send the refresh "
+            "token and client secret unencrypted: use https:// (http:// is "
+            "accepted only on a loopback address, for tests)"
+        )
+    return value
 
-    access_token: SecretStr | None = None
-    refresh_token: SecretStr | None = None
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OAuth2Credentials(_Model):
+    """OAuth2 tokens for SMTP ``AUTH XOAUTH2`` (Gmail, Microsoft 365).
+
+    With a ``refresh_token`` and a ``client_id``, the access token is renewed
+    automatically shortly before ``token_expiry`` (and when the server refuses
+    it); the new tokens are saved through the pool's storage. ``token_url``
+    and ``scope`` default to the provider's (from ``connection_type``).
+
+    .. versionchanged:: 0.2
+       ``client_id``, ``client_secret``, ``token_url`` and ``scope``.
+    """
+
+    access_token: Secret = None  # type: ignore[assignment]  # see _fields.py
+    refresh_token: Secret = None  # type: ignore[assignment]
     token_expiry: datetime | None = None
+    client_id: str | None = None
+    client_secret: Secret = None  # type: ignore[assignment]
+    token_url: str | None = None
+    scope: str | None = None
 
     @field_validator("token_expiry")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return _as_utc(value)
+
+    @field_validator("token_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return _check_token_url(value)
+
+    @field_validator("client_id", "scope")
+    @classmethod
+    def _check_text(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or not value.isprintable():
+            raise ValueError(f"{info.field_name} must be printable text, not empty")
+        return value
 
 
 class Account(_Model):
@@ -161,6 +235,8 @@ class Account(_Model):
 
     ``sent_count`` counts the sends of ``count_day`` (a day in the pool's time
     zone); a count from an earlier day reads as 0, so counts reset by themselves.
+    ``last_sent_at`` is when the latest delivery ended (``min_wait_time`` counts
+    from there); ``in_flight`` sends hold a lease that ends by ``lease_until``.
     The usage fields are owned by the storage: :meth:`Storage.update` keeps them.
     """
 
@@ -168,17 +244,21 @@ class Account(_Model):
     email: str
     sender_name: str = ""
     owner: str | None = None
-    tags: frozenset[str] = frozenset()
+    tags: Tags = frozenset()  # type: ignore[assignment]  # any set: _fields.py
     connection_type: ConnectionType = ConnectionType.SMTP
     status: AccountStatus = AccountStatus.ACTIVE
     status_reason: str | None = None
-    daily_limit: int = Field(default=30, ge=0)
-    min_wait_time: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    daily_limit: int = Field(default=30, ge=0, le=MAX_COUNT)
+    min_wait_time: float = Field(default=1.0, ge=0, le=MAX_WAIT, allow_inf_nan=False)
+    max_in_flight: int = Field(default=1, ge=1, le=MAX_IN_FLIGHT)
+    timezone: str = "UTC"
     smtp: SMTPSettings
     oauth2: OAuth2Credentials | None = None
-    sent_count: int = Field(default=0, ge=0)
+    sent_count: int = Field(default=0, ge=0, le=MAX_COUNT)
     count_day: date | None = None
     last_sent_at: datetime | None = None
+    in_flight: int = Field(default=0, ge=0, le=MAX_COUNT)
+    lease_until: datetime | None = None
 
     @field_validator("email")
     @classmethod
@@ -190,6 +270,12 @@ class Account(_Model):
     def _check_sender_name(cls, value: str) -> str:
         return check_header_value("sender_name", value)
 
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        zone_of(value)
+        return value
+
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
@@ -197,7 +283,7 @@ class Account(_Model):
             raise ValueError("id must be printable, without surrounding spaces")
         return value
 
-    @field_validator("last_sent_at")
+    @field_validator("last_sent_at", "lease_until")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return _as_utc(value)
@@ -215,8 +301,11 @@ class Account(_Model):
 
     @model_validator(mode="after")
     def _check_token_transport(self) -> Account:
-        if self.oauth2 is not None and self.oauth2.access_token is not None:
-            self.smtp.check_auth_allowed("an OAuth2 access token")
+        if self.oauth2 is not None and (
+            self.oauth2.access_token is not None
+            or self.oauth2.refresh_token is not None
+        ):
+            self.smtp.check_auth_allowed("an OAuth2 token")
         return self
 
     @classmethod
@@ -256,58 +345,132 @@ class Account(_Model):
         data.update(changes)
         return type(self)(**data)
 
+    def local_day(self, now: datetime) -> date:
+        """The date of ``now`` in the account's :attr:`timezone`: the day a
+        send at ``now`` counts on (or the stored :attr:`count_day`, if that
+        is later: a caller whose clock is behind never restarts a day)."""
+        return now.astimezone(zone_of(self.timezone)).date()
+
     def sent_on(self, day: date) -> int:
-        """Sends counted for ``day``: 0 when the stored count is from another day."""
-        return self.sent_count if self.count_day == day else 0
+        """Sends counted for ``day``: 0 when the stored count is from an
+        earlier day. A count stored for a later day still counts: it is the
+        current one, seen from a clock that is behind."""
+        if self.count_day is not None and self.count_day >= day:
+            return self.sent_count
+        return 0
 
     def remaining_on(self, day: date) -> int:
         """How many more sends the daily limit allows on ``day``."""
         return max(self.daily_limit - self.sent_on(day), 0)
 
+    def sent_today(self, now: datetime) -> int:
+        """Sends counted for the account's day at ``now``."""
+        return self.sent_on(self.local_day(now))
+
+    def remaining_today(self, now: datetime) -> int:
+        """How many more sends the daily limit allows at ``now``."""
+        return self.remaining_on(self.local_day(now))
+
+    def seconds_to_reset(self, now: datetime) -> float:
+        """Seconds from ``now`` until the count rolls over: the next midnight
+        in the account's time zone after the day being counted."""
+        day = max(self.local_day(now), self.count_day or date.min)
+        zone = zone_of(self.timezone)
+        midnight = datetime.combine(day + timedelta(days=1), datetime.min.time())
+        elapsed = midnight.replace(tzinfo=zone).astimezone(timezone.utc) - now
+        return max(math.ceil(elapsed.total_seconds()), 0)
+
     def wait_left(self, now: datetime) -> float:
-        """Seconds left of the minimum wait since the last send (0 when none)."""
+        """Seconds left of the minimum wait since the last delivery (0 when none)."""
         if self.last_sent_at is None or self.min_wait_time <= 0:
             return 0.0
         elapsed = (now - self.last_sent_at).total_seconds()
         return max(self.min_wait_time - elapsed, 0.0)
 
+    def leases_expired(self, now: datetime) -> bool:
+        """True when every lease taken on this account has run out by ``now``
+        (or none was ever taken): a worker that died holds no slot."""
+        return self.lease_until is None or self.lease_until <= now
+
+    def busy_left(self, now: datetime) -> float:
+        """Seconds until a send slot frees up by expiry (0 when one is free).
+
+        A slot usually frees up sooner, when a send in flight completes."""
+        if self.in_flight < self.max_in_flight or self.leases_expired(now):
+            return 0.0
+        assert self.lease_until is not None
+        return (self.lease_until - now).total_seconds()
+
     def is_eligible(self, now: datetime) -> bool:
-        """Active, under its daily limit on ``now``'s day, and its wait elapsed."""
+        """Active, under its daily limit on ``now``'s day, its wait elapsed and
+        a send slot free (fewer than ``max_in_flight`` sends in flight)."""
         return (
             self.status is AccountStatus.ACTIVE
-            and self.remaining_on(now.date()) > 0
+            and self.remaining_today(now) > 0
             and self.wait_left(now) <= 0
+            and self.busy_left(now) <= 0
         )
 
     def as_of(self, day: date) -> Account:
         """This account with its count rolled over to ``day`` (a count from an
-        earlier day reads as 0)."""
-        if self.count_day == day:
+        earlier day reads as 0; a later stored day is kept)."""
+        if self.count_day is not None and self.count_day >= day:
             return self
         return self.model_copy(update={"sent_count": 0, "count_day": day})
 
-    def with_send(self, now: datetime) -> Account:
-        """This account with one more send counted at ``now``."""
-        day = now.date()
-        stamp = _as_utc(now)
-        if self.last_sent_at is not None and stamp is not None:
-            # Never move the stamp back (another worker's clock may run ahead).
-            stamp = max(stamp, self.last_sent_at)
+    def with_claim(self, now: datetime, lease_until: datetime) -> Account:
+        """This account with one more send counted on ``now``'s day and one
+        more lease in flight, ending by ``lease_until`` (the rule every
+        storage applies; see :meth:`Storage.claim`)."""
+        day = max(self.local_day(now), self.count_day or date.min)
+        in_flight = 0 if self.leases_expired(now) else self.in_flight
+        until = _as_utc(lease_until)
+        if self.lease_until is not None and until is not None:
+            until = max(until, self.lease_until)
         return self.model_copy(
             update={
                 "sent_count": self.sent_on(day) + 1,
                 "count_day": day,
-                "last_sent_at": stamp,
+                "in_flight": in_flight + 1,
+                "lease_until": until,
             }
         )
 
+    def with_lease_ended(
+        self, lease_expires_at: datetime, now: datetime, *, delivered: bool, day: date
+    ) -> Account:
+        """This account after a lease ends: the slot is freed (unless the lease
+        had run out, when it may already have been reused), and either the
+        delivery time is stamped (``delivered``) or the unit counted on ``day``
+        is given back. Stamps never move back in time."""
+        changes: dict[str, Any] = {}
+        if now < lease_expires_at and self.in_flight > 0:
+            changes["in_flight"] = self.in_flight - 1
+        if delivered:
+            stamp = _as_utc(now)
+            if self.last_sent_at is None or (stamp and stamp > self.last_sent_at):
+                changes["last_sent_at"] = stamp
+        elif self.count_day == day and self.sent_count > 0:
+            changes["sent_count"] = self.sent_count - 1
+        return self.model_copy(update=changes) if changes else self
 
-def seconds_until_next_day(now: datetime) -> float:
-    """Seconds from ``now`` to the next midnight in ``now``'s time zone."""
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
-    next_day = midnight.replace(tzinfo=now.tzinfo)
-    elapsed = next_day.astimezone(timezone.utc) - now.astimezone(timezone.utc)
-    return max(math.ceil(elapsed.total_seconds()), 0)
+
+@functools.lru_cache(maxsize=256)
+def zone_of(name: str) -> tzinfo:
+    """The time zone named ``name`` (an IANA name such as ``"Europe/Paris"``).
+
+    :raises ValueError: for an unknown name.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"a time zone must be a name, not {type(name).__name__}")
+    if name.upper() == "UTC":
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(
+            f"unknown time zone {name!r}: use an IANA name such as 'Europe/Paris'"
+        ) from None
 
 
 class SendResult(_Model):

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
-import re
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, tzinfo
+from datetime import datetime, timezone
 from email.message import EmailMessage
-from email.utils import formataddr, getaddresses, make_msgid
 from functools import partial
 from types import TracebackType
 
+from mailpool._message import PreparedMessage, check_addresses, check_message
 from mailpool._retry import RetryPolicy
-from mailpool._validation import check_email, check_header_value, message_recipients
-from mailpool.clock import Clock, local_now, resolve_timezone, system_clock
+from mailpool._validation import check_header_value
+from mailpool.clock import Clock, local_now, system_clock
 from mailpool.errors import (
     AccountNotFound,
     AuthenticationError,
@@ -34,39 +34,53 @@ from mailpool.models import (
     AccountUsage,
     ConnectionTestResult,
     SendResult,
-    seconds_until_next_day,
 )
-from mailpool.selection import SelectorLike, as_selector
-from mailpool.storage.base import Reservation, Scope, Storage
+from mailpool.selection import SelectorLike, as_selector, builtin_strategy
+from mailpool.storage.base import Claim, Lease, Scope, Storage, Strategy
 from mailpool.transport import SMTPTransport, Transport
+from mailpool.transport.oauth2 import same_login
 
 __all__ = ["AccountPool"]
 
 log = logging.getLogger("mailpool.pool")
 
-# A line break not followed by folding white space starts a new header line.
-_HEADER_BREAK = re.compile(r"\r?\n(?![ \t])|\r(?!\n)")
+_WAITABLE = (NoAccountReason.ALL_WAITING, NoAccountReason.ALL_BUSY)
+_MAX_LEASE = 24 * 3600.0
+"""The longest lease_timeout, and the longest wait of one send: a day."""
+_BUSY_POLL = 0.02
+"""Seconds between two claims while waiting for a busy account."""
 
 
 class AccountPool:
     """Sends mail through the accounts of a storage, within their limits.
 
-    Each send picks an eligible account (active, under its daily limit, its
-    minimum wait elapsed) with the selector, atomically reserves one unit of
-    its quota, sends with retries, and gives the unit back if the send failed.
+    Each send claims an eligible account (active, under its daily limit, its
+    minimum wait elapsed, a send slot free) by the selector's strategy, which
+    atomically counts one unit of its quota; it sends with retries, and gives
+    the unit back if the send failed.
 
     :param storage: where the accounts live (any :class:`~mailpool.Storage`).
     :param owner: use only this owner's accounts.
     :param tag: use only accounts with this tag (e.g. a campaign).
     :param account_ids: use only these accounts.
-    :param selector: picks among eligible accounts; random by default.
+    :param selector: picks among eligible accounts; random by default. The
+        built-in selectors run inside the storage; any other sees a random
+        sample of at most :data:`~mailpool.storage.CANDIDATE_SAMPLE` eligible
+        accounts per send.
     :param transport: sends the message; a new :class:`SMTPTransport` by default.
     :param retry: retries of transient failures on one account.
     :param failover: how many other accounts to try after one fails.
     :param clock: returns the current aware datetime; the system clock by default.
-    :param timezone: the zone whose midnight resets daily counts (UTC default).
-        Pools sharing a storage should use the same zone.
-    :raises ConfigurationError: for a negative ``failover`` or unknown zone.
+    :param sleep: waits for ``send(wait=...)``; :func:`time.sleep` by default
+        (tests pass ``ManualClock.sleep``).
+    :param lease_timeout: seconds after which the claim of a worker that died
+        mid-send frees its account's send slot (its unit stays counted). Keep
+        it above the longest send, retries included.
+    :raises ConfigurationError: for an impossible ``failover`` or
+        ``lease_timeout``.
+
+    Each account's daily count resets at midnight in its own time zone
+    (:attr:`Account.timezone`), so every pool sharing a storage agrees.
     """
 
     def __init__(
@@ -82,10 +96,18 @@ class AccountPool:
         retry: RetryPolicy | None = None,
         failover: int = 2,
         clock: Clock | None = None,
-        timezone: tzinfo | str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        lease_timeout: float = 300.0,
     ) -> None:
-        if failover < 0:
-            raise ConfigurationError(f"failover must be 0 or more (got {failover})")
+        if isinstance(failover, bool) or not isinstance(failover, int) or failover < 0:
+            raise ConfigurationError(
+                f"failover must be a whole number, 0 or more (got {failover!r})"
+            )
+        if not 0 < lease_timeout <= _MAX_LEASE:
+            raise ConfigurationError(
+                "lease_timeout must be a number of seconds above 0 and at most "
+                f"{_MAX_LEASE:g} (got {lease_timeout})"
+            )
         self.storage = storage
         self.scope = Scope(
             owner=owner,
@@ -94,9 +116,13 @@ class AccountPool:
         )
         self.failover = failover
         self.retry = retry or RetryPolicy()
-        self.timezone = resolve_timezone(timezone)
+        self.lease_timeout = float(lease_timeout)
         self._selector = as_selector(selector)
+        self._strategy, self._rng = builtin_strategy(self._selector)
+        self._sleep = sleep
         self._transport = transport if transport is not None else SMTPTransport()
+        if isinstance(self._transport, SMTPTransport):  # OAuth2 (issue 10):
+            self._transport.bind_storage(storage)  # renewed tokens saved here
         self._clock = clock or system_clock
 
     def __repr__(self) -> str:
@@ -118,19 +144,25 @@ class AccountPool:
         self._transport.close()
 
     def now(self) -> datetime:
-        """The current time in the pool's time zone."""
-        return local_now(self._clock, self.timezone)
+        """The current time (UTC), from the pool's clock."""
+        return local_now(self._clock, timezone.utc)
 
-    def send(self, message: EmailMessage, /) -> SendResult:
+    def send(
+        self, message: EmailMessage, /, *, wait: float | None = None
+    ) -> SendResult:
         """Send ``message`` through one eligible account.
 
         ``From`` is set to the account's ``"Sender Name <email>"`` when the
-        message has none, and ``Message-ID`` when missing. The message given
-        is not modified.
+        message has none, and ``Message-ID`` and ``Date`` when missing. The
+        message given is not modified.
 
+        :param wait: when every account in scope with quota left is inside its
+            minimum wait or busy with other sends, sleep up to this many
+            seconds for the first one to free up instead of raising
+            :class:`NoAccountAvailable`. Never waits for the next day's quota.
         :raises ConfigurationError: the message has no or invalid recipients,
             or a header value with a line break.
-        :raises NoAccountAvailable: no account could be reserved (``reason``
+        :raises NoAccountAvailable: no account could be claimed (``reason``
             and ``retry_after`` say why and for how long).
         :raises MessageRejected: the server refused the message or all its
             recipients; not retried on other accounts.
@@ -138,10 +170,16 @@ class AccountPool:
             handed over; it may have been delivered, and it counts.
         :raises SendError: every account tried failed; the last error.
         """
-        _check_message(message)
+        check_message(message)
+        if wait is not None and not 0 <= wait <= _MAX_LEASE:
+            raise ConfigurationError(
+                f"wait must be between 0 and {_MAX_LEASE:g} seconds (got {wait})"
+            )
+        started = self.now()
+        patience = None if wait is None else _Patience(started, wait)
+        prepared = PreparedMessage(message, started)
         tried: set[str] = set()
         attempts = 0
-        message_id = str(message["Message-ID"] or "")
         last_error: SendError | None = None
 
         def count_attempt() -> None:
@@ -149,22 +187,24 @@ class AccountPool:
             attempts += 1
 
         while len(tried) <= self.failover:
-            reservation = self._reserve(tried)
-            if reservation is None:
+            lease = self._claim(frozenset(tried), patience)
+            if lease is None:
                 break
-            account = reservation.account
+            account = lease.account
             tried.add(account.id)
-            message_id = message_id or make_msgid(domain=_domain(account.email))
             try:
-                prepared = _prepare(message, account, message_id)
                 refused = self.retry.call(
-                    partial(self._transport.send, account, prepared), count_attempt
+                    partial(
+                        self._transport.send, account, prepared.for_account(account)
+                    ),
+                    count_attempt,
                 )
             except DeliveryUnknown:
-                # The server may have accepted it: keep the unit, do not resend.
+                # The server may have accepted it: it counts, and is not resent.
+                self.storage.complete(lease, self.now())
                 raise
             except SendError as exc:
-                self.storage.release(reservation)
+                self.storage.release(lease, self.now())
                 if isinstance(exc, MessageRejected):
                     raise
                 if isinstance(exc, AuthenticationError):
@@ -172,21 +212,70 @@ class AccountPool:
                 log.warning("send through %s failed: %s", account.email, exc)
                 last_error = exc
                 continue
-            # Any other exception (KeyboardInterrupt, a bug in a custom transport)
-            # keeps the reservation: counting a message that was not sent is
-            # safe, sending past a daily limit is not.
+            except BaseException:
+                # KeyboardInterrupt, a bug in a custom transport: whether it was
+                # sent is unknown. Counting a message that was not sent is
+                # safe, sending past a daily limit is not.
+                self.storage.complete(lease, self.now())
+                raise
+            sent_at = self.now()
+            self.storage.complete(lease, sent_at)
+            message_id = prepared.message_id(account)
             log.info("sent %s through %s", message_id, account.email)
             return SendResult(
                 account_id=account.id,
                 account_email=account.email,
                 message_id=message_id,
-                sent_at=self.now(),
+                sent_at=sent_at,
                 attempts=attempts,
                 refused_recipients=tuple(refused or ()),
             )
         if last_error is not None:
             raise last_error
-        raise self._unavailable()
+        raise self._unavailable(frozenset())
+
+    def send_many(
+        self,
+        messages: Iterable[EmailMessage],
+        /,
+        *,
+        concurrency: int = 1,
+        wait: float | None = None,
+        on_result: Callable[[int, SendResult | MailpoolError], None] | None = None,
+    ) -> list[SendResult | MailpoolError]:
+        """Send every message, over up to ``concurrency`` threads.
+
+        A failure does not stop the batch: each message gets its
+        :class:`SendResult` or the :class:`MailpoolError` that stopped it, in
+        the order of ``messages``.
+
+        :param wait: passed to :meth:`send` for each message.
+        :param on_result: called as ``on_result(index, outcome)`` as soon as
+            each message is done (from the sending thread), e.g. for progress.
+        :raises ConfigurationError: for a ``concurrency`` below 1.
+        """
+        if concurrency < 1:
+            raise ConfigurationError(
+                f"concurrency must be 1 or more (got {concurrency})"
+            )
+        batch = list(messages)
+
+        def send_one(index: int) -> SendResult | MailpoolError:
+            outcome: SendResult | MailpoolError
+            try:
+                outcome = self.send(batch[index], wait=wait)
+            except MailpoolError as exc:
+                outcome = exc
+            if on_result is not None:
+                on_result(index, outcome)
+            return outcome
+
+        if concurrency == 1 or len(batch) <= 1:
+            return [send_one(index) for index in range(len(batch))]
+        with ThreadPoolExecutor(
+            max_workers=min(concurrency, len(batch)), thread_name_prefix="mailpool"
+        ) as executor:
+            return list(executor.map(send_one, range(len(batch))))
 
     def send_mail(
         self,
@@ -199,32 +288,42 @@ class AccountPool:
         bcc: str | Iterable[str] = (),
         reply_to: str | None = None,
         headers: dict[str, str] | None = None,
+        wait: float | None = None,
     ) -> SendResult:
         """Build a message (plain text, plus an HTML alternative if given) and
-        :meth:`send` it. Addresses may be ``"Name <addr>"`` strings.
+        :meth:`send` it (with ``wait``). Addresses may be ``"Name <addr>"``
+        strings.
 
         :raises ConfigurationError: for invalid addresses or a line break in
             a header value; plus everything :meth:`send` raises.
         """
         message = EmailMessage()
-        fields: dict[str, str] = {"Subject": subject}
+        fields: dict[str, object] = {"Subject": subject}
         for name, value in (("To", to), ("Cc", cc), ("Bcc", bcc)):
             addresses = [value] if isinstance(value, str) else list(value)
+            if not all(isinstance(address, str) for address in addresses):
+                raise ConfigurationError(f"{name} must be strings (addresses)")
             if addresses:
                 fields[name] = ", ".join(addresses)
         if reply_to is not None:
             fields["Reply-To"] = reply_to
-            _check_addresses([reply_to])
         fields.update(headers or {})
-        for name, value in fields.items():
+        for name, field in fields.items():
             try:
-                message[name] = check_header_value(name, value)
+                message[name] = check_header_value(name, field)  # type: ignore[arg-type]
             except ValueError as exc:
-                raise ConfigurationError(f"invalid {name} header: {exc}") from exc
+                raise ConfigurationError(f"invalid {name} header: {exc}") from None
+        if reply_to is not None:
+            check_addresses([reply_to])
+        for part, text in (("body", body), ("html", html)):
+            if text is not None and not isinstance(text, str):
+                raise ConfigurationError(
+                    f"{part} must be a string, not {type(text).__name__}"
+                )
         message.set_content(body)
         if html is not None:
             message.add_alternative(html, subtype="html")
-        return self.send(message)
+        return self.send(message, wait=wait)
 
     def test_connection(self, account: str, /) -> ConnectionTestResult:
         """Connect and log in with one account (by id or email) without sending.
@@ -247,9 +346,9 @@ class AccountPool:
     def usage(self) -> list[AccountUsage]:
         """Today's ``(account, sent_today, remaining)`` for every account in
         scope, ordered by email."""
-        day = self.now().date()
+        now = self.now()
         return [
-            AccountUsage(account, account.sent_on(day), account.remaining_on(day))
+            AccountUsage(account, account.sent_today(now), account.remaining_today(now))
             for account in self._accounts()
         ]
 
@@ -301,16 +400,46 @@ class AccountPool:
             message=message,
         )
 
-    def _reserve(self, tried: set[str]) -> Reservation | None:
-        """Reserve an eligible account not tried yet; None when there is none."""
+    def _claim(self, tried: frozenset[str], patience: _Patience | None) -> Lease | None:
+        """Claim an eligible account not tried yet; None when there is none
+        (after waiting, within ``patience``, for one to free up)."""
+        while True:
+            claim = Claim(
+                self.scope,
+                self.now(),
+                lease_seconds=self.lease_timeout,
+                strategy=self._strategy or Strategy.RANDOM,
+                exclude=tried,
+                rng=self._rng,
+            )
+            lease = (
+                self.storage.claim(claim)
+                if self._strategy is not None
+                else self._claim_chosen(claim)
+            )
+            if lease is not None or patience is None:
+                return lease
+            left = patience.left(claim.now)
+            why = self._unavailable(tried)
+            if why.retry_after is None or left <= 0 or why.reason not in _WAITABLE:
+                return None
+            # A busy account frees up when its send completes, usually long
+            # before its lease would expire: look again soon.
+            step = why.retry_after
+            if why.reason is NoAccountReason.ALL_BUSY:
+                step = min(step, _BUSY_POLL)
+            step = max(min(step, left), 0.001)
+            self._sleep(step)
+            patience.slept += step
+
+    def _claim_chosen(self, claim: Claim) -> Lease | None:
+        """Claim the account the custom selector picks from a bounded sample."""
         lost: set[str] = set()
         while True:
-            now = self.now()
-            candidates = [
-                account
-                for account in self.storage.eligible(self.scope, now)
-                if account.id not in tried and account.id not in lost
-            ]
+            sample = dataclasses.replace(claim, exclude=claim.exclude | lost)
+            candidates = sorted(
+                self.storage.candidates(sample), key=lambda a: a.email.casefold()
+            )
             if not candidates:
                 return None
             chosen = self._selector.choose(candidates)
@@ -319,10 +448,12 @@ class AccountPool:
                     f"the selector {self._selector!r} returned {chosen.email}, which "
                     "is not one of the candidates it was given"
                 )
-            reservation = self.storage.reserve(chosen.id, now)
-            if reservation is not None:
-                return reservation
-            # Another worker took its last unit (or stamped it) first.
+            lease = self.storage.claim(
+                dataclasses.replace(sample, account_id=chosen.id)
+            )
+            if lease is not None:
+                return lease
+            # Another worker took its last unit or slot first.
             lost.add(chosen.id)
 
     def _mark_error(self, account: Account, error: AuthenticationError) -> None:
@@ -330,7 +461,7 @@ class AccountPool:
         since the send began (someone may just have fixed them)."""
         try:
             current = self.storage.get(account.id)
-            if (current.smtp, current.oauth2) != (account.smtp, account.oauth2):
+            if not same_login(current, account):  # OAuth2 renewals don't count
                 return
             self.storage.update(
                 current.replace(status=AccountStatus.ERROR, status_reason=str(error))
@@ -340,10 +471,10 @@ class AccountPool:
             return
         log.error("account %s set to status error: %s", account.email, error)
 
-    def _unavailable(self) -> NoAccountAvailable:
+    def _unavailable(self, tried: frozenset[str]) -> NoAccountAvailable:
+        """Why no account (other than ``tried``) can be claimed now."""
         now = self.now()
-        day = now.date()
-        accounts = self._accounts()
+        accounts = [a for a in self._accounts() if a.id not in tried]
         where = self.scope.describe()
         if not accounts:
             return NoAccountAvailable(
@@ -359,17 +490,28 @@ class AccountPool:
                 "or fix the accounts in error and set them active again",
                 reason=NoAccountReason.ALL_INACTIVE,
             )
-        with_quota = [a for a in active if a.remaining_on(day) > 0]
+        with_quota = [a for a in active if a.remaining_today(now) > 0]
         if not with_quota:
-            retry_after = seconds_until_next_day(now)
+            retry_after = min(a.seconds_to_reset(now) for a in active)
             return NoAccountAvailable(
                 f"{_all(len(active), 'active account')} in scope ({where}) reached "
-                f"the daily limit; counts reset at midnight {self.timezone} "
-                f"(in {retry_after:.0f} s)",
+                "the daily limit; counts reset at midnight in each account's time "
+                f"zone (the first in {retry_after:.0f} s)",
                 reason=NoAccountReason.ALL_AT_LIMIT,
                 retry_after=retry_after,
             )
-        wait = min(a.wait_left(now) for a in with_quota)
+        free = [a for a in with_quota if a.busy_left(now) <= 0]
+        if not free:
+            expiry = min(a.busy_left(now) for a in with_quota)
+            return NoAccountAvailable(
+                f"every active account in scope ({where}) with quota left has as "
+                "many sends in flight as its max_in_flight allows; retry when one "
+                f"completes (a send abandoned by its worker frees its slot in "
+                f"{expiry:.1f} s)",
+                reason=NoAccountReason.ALL_BUSY,
+                retry_after=expiry,
+            )
+        wait = min(a.wait_left(now) for a in free)
         return NoAccountAvailable(
             f"every active account in scope ({where}) with quota left is within its "
             f"minimum wait between sends; retry in {wait:.1f} s",
@@ -378,47 +520,23 @@ class AccountPool:
         )
 
 
-_FIELD_NAME = re.compile(r"[!-9;-~]+")
+@dataclasses.dataclass
+class _Patience:
+    """How long one ``send(wait=...)`` may still wait: the bound ends by the
+    pool's clock or by the time slept, whichever is first (a clock that does
+    not move, such as a paused ManualClock, cannot make it wait forever)."""
 
+    started: datetime
+    wait: float
+    slept: float = 0.0
 
-def _check_message(message: EmailMessage) -> None:
-    for name, value in message.items():
-        if not _FIELD_NAME.fullmatch(name):
-            raise ConfigurationError(f"invalid header name {name!r}")
-        if _HEADER_BREAK.search(str(value)):
-            raise ConfigurationError(
-                f"the {name} header contains a line break (CR or LF): remove it, "
-                "it could inject extra headers"
-            )
-    recipients = message_recipients(message)
-    if not recipients:
-        raise ConfigurationError("the message has no recipients: set To, Cc or Bcc")
-    _check_addresses(recipients)
-
-
-def _check_addresses(addresses: Iterable[str]) -> None:
-    for _, address in getaddresses(list(addresses)):
-        try:
-            check_email(address)
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid address: {exc}") from exc
-
-
-def _prepare(message: EmailMessage, account: Account, message_id: str) -> EmailMessage:
-    prepared = copy.deepcopy(message)
-    if prepared["From"] is None:
-        prepared["From"] = formataddr((account.sender_name, account.email))
-    if prepared["Message-ID"] is None:
-        prepared["Message-ID"] = message_id
-    return prepared
+    def left(self, now: datetime) -> float:
+        elapsed = max((now - self.started).total_seconds(), self.slept)
+        return self.wait - elapsed
 
 
 def _all(count: int, noun: str) -> str:
     return f"the only {noun}" if count == 1 else f"all {count} {noun}s"
-
-
-def _domain(email: str) -> str:
-    return email.rpartition("@")[2]
 
 
 def _sentence(text: str) -> str:

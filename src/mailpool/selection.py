@@ -1,8 +1,11 @@
 """How a pool picks one account among the eligible ones.
 
-A selector is any object with ``choose(candidates) -> Account``, or a plain
-callable taking the candidates. Selectors are pure: no I/O, and the candidates
-are never empty and all eligible (with today's counts).
+The three built-in selectors name a :class:`~mailpool.storage.Strategy` that the
+storage runs inside its atomic claim, whatever the number of accounts. Any
+other selector is an object with ``choose(candidates) -> Account``, or a plain
+callable taking the candidates: it sees a random sample of at most
+:data:`~mailpool.storage.CANDIDATE_SAMPLE` eligible accounts (never empty, with
+today's counts) and must be pure (no I/O).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from mailpool.models import Account
+from mailpool.storage.base import Strategy
 
 __all__ = [
     "LeastUsedSelector",
@@ -20,6 +24,7 @@ __all__ = [
     "RoundRobinSelector",
     "Selector",
     "SelectorLike",
+    "builtin_strategy",
 ]
 
 
@@ -42,6 +47,8 @@ class RandomSelector:
     :param seed: an int seed or a :class:`random.Random`, for reproducible runs.
     """
 
+    strategy = Strategy.RANDOM
+
     def __init__(self, seed: int | random.Random | None = None) -> None:
         self._random = seed if isinstance(seed, random.Random) else random.Random(seed)
         self._lock = threading.Lock()
@@ -53,11 +60,15 @@ class RandomSelector:
 
 
 class RoundRobinSelector:
-    """Takes the accounts in turn, ordered by id.
+    """Takes the accounts in turn.
 
-    The cursor remembers the last id chosen, so accounts that come and go
+    In a pool, the storage keeps the turn (:attr:`Strategy.ROUND_ROBIN`), so
+    every process sharing it takes part in one rotation. Used directly,
+    :meth:`choose` keeps a cursor over the ids, so accounts that come and go
     (limits, waits) do not reset the rotation.
     """
+
+    strategy = Strategy.ROUND_ROBIN
 
     def __init__(self) -> None:
         self._last: str | None = None
@@ -76,11 +87,25 @@ class RoundRobinSelector:
 
 
 class LeastUsedSelector:
-    """Takes the account with the fewest sends today (ties: the lowest id)."""
+    """Takes the account with the fewest sends today (:meth:`choose`: ties go
+    to the lowest id; in a pool the storage may break ties otherwise)."""
+
+    strategy = Strategy.LEAST_USED
 
     def choose(self, candidates: Sequence[Account], /) -> Account:
         """The candidate with the lowest ``(sent_count, id)``."""
         return min(candidates, key=lambda account: (account.sent_count, account.id))
+
+
+def builtin_strategy(selector: Selector) -> tuple[Strategy | None, random.Random]:
+    """The storage strategy of a built-in selector (None for any other, and
+    for subclasses that override ``choose``) and the random numbers to use."""
+    rng = selector._random if isinstance(selector, RandomSelector) else _RNG
+    builtin = type(selector) in (RandomSelector, RoundRobinSelector, LeastUsedSelector)
+    return (selector.strategy if builtin else None), rng  # type: ignore[attr-defined]
+
+
+_RNG = random.Random()
 
 
 def as_selector(selector: SelectorLike | None) -> Selector:

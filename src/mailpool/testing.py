@@ -74,3 +74,8 @@ class ManualClock:
         with self._lock:
             self.current += timedelta(days=days, seconds=seconds)
             return self.current
+
+    def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds`` at once: pass it as ``AccountPool(sleep=...)``
+        so that ``send(wait=...)`` waits in this clock's time."""
+        self.advance(seconds)

@@ -8,7 +8,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ from contract import (
     Reopen,
     StorageContract,
     assert_exactly_the_limit_granted,
+    claim,
+    claim_in_threads,
     make_account,
-    reserve_in_threads,
 )
 from filelock import FileLock
 
@@ -28,14 +29,15 @@ from mailpool import (
     Account,
     AccountNotFound,
     AccountStatus,
+    Claim,
     ConfigurationError,
     JSONStorage,
-    Reservation,
-    Scope,
+    Lease,
     SMTPSettings,
     Storage,
     StorageError,
 )
+from mailpool.storage import CANDIDATE_SAMPLE
 
 
 class TestJSONStorage(StorageContract):
@@ -83,14 +85,22 @@ class ReopeningStorage:
     def remove(self, account_id: str, /) -> None:
         self._fresh().remove(account_id)
 
-    def eligible(self, scope: Scope, now: datetime, /) -> list[Account]:
-        return self._fresh().eligible(scope, now)
+    def add_many(self, accounts: Iterable[Account], /) -> int:
+        return self._fresh().add_many(accounts)
 
-    def reserve(self, account_id: str, now: datetime, /) -> Reservation | None:
-        return self._fresh().reserve(account_id, now)
+    def candidates(
+        self, claim: Claim, /, *, limit: int = CANDIDATE_SAMPLE
+    ) -> list[Account]:
+        return self._fresh().candidates(claim, limit=limit)
 
-    def release(self, reservation: Reservation, /) -> None:
-        self._fresh().release(reservation)
+    def claim(self, claim: Claim, /) -> Lease | None:
+        return self._fresh().claim(claim)
+
+    def complete(self, lease: Lease, now: datetime, /) -> None:
+        self._fresh().complete(lease, now)
+
+    def release(self, lease: Lease, now: datetime, /) -> None:
+        self._fresh().release(lease, now)
 
     def reset_daily_counts(self, *, owner: str | None = None) -> int:
         return self._fresh().reset_daily_counts(owner=owner)
@@ -144,7 +154,8 @@ def test_missing_file_is_an_empty_storage_and_reads_do_not_create_it(
 ) -> None:
     storage = JSONStorage(path)
     assert storage.accounts() == []
-    assert storage.eligible(Scope(), NOW) == []
+    assert storage.candidates(claim()) == []
+    assert storage.claim(claim()) is None
     assert storage.reset_daily_counts() == 0
     with pytest.raises(AccountNotFound):
         storage.get("nope")
@@ -183,7 +194,7 @@ def test_file_and_lock_file_are_owner_only(path: Path) -> None:
     assert mode(path) == 0o600
     assert mode(path.with_name("accounts.json.lock")) == 0o600
     storage.update(account.replace(sender_name="Renamed"))
-    assert storage.reserve(account.id, NOW) is not None
+    assert storage.claim(claim()) is not None
     assert mode(path) == 0o600
 
 
@@ -199,9 +210,9 @@ def test_no_temporary_files_are_left_behind(path: Path) -> None:
     storage = JSONStorage(path)
     accounts = [storage.add(make_account(f"user{i}@example.com")) for i in range(5)]
     for account in accounts:
-        reservation = storage.reserve(account.id, NOW)
-        assert reservation is not None
-        storage.release(reservation)
+        lease = storage.claim(claim(account_id=account.id))
+        assert lease is not None
+        storage.release(lease, NOW)
         storage.update(account.replace(sender_name="x"))
     storage.remove(accounts[0].id)
     storage.reset_daily_counts()
@@ -376,11 +387,12 @@ def test_corrupt_file_raises_and_is_never_rewritten(
         storage.accounts,
         lambda: storage.get("whatever"),
         lambda: storage.get_by_email("alice@example.com"),
-        lambda: storage.eligible(Scope(), NOW),
+        lambda: storage.candidates(claim()),
         lambda: storage.add(account),
         lambda: storage.update(account),
         lambda: storage.remove(account.id),
-        lambda: storage.reserve(account.id, NOW),
+        lambda: storage.claim(claim()),
+        lambda: storage.add_many([account]),
         lambda: storage.reset_daily_counts(),
     ]
     for attempt in attempts:
@@ -452,27 +464,33 @@ def test_secrets_are_not_in_repr_or_error_messages(path: Path) -> None:
 
 def test_two_objects_on_one_file_see_each_others_writes(path: Path) -> None:
     first, second = JSONStorage(path), JSONStorage(path)
-    account = first.add(make_account(daily_limit=2))
+    account = first.add(make_account(daily_limit=2, max_in_flight=2))
     assert second.get(account.id) == account
-    assert second.reserve(account.id, NOW) is not None
+    assert second.claim(claim()) is not None
     assert first.get(account.id).sent_count == 1
     first.update(account.replace(sender_name="Renamed"))
     assert second.get(account.id).sender_name == "Renamed"
     assert second.get(account.id).sent_count == 1
-    assert first.reserve(account.id, NOW) is not None
-    assert second.reserve(account.id, NOW) is None
+    assert first.claim(claim()) is not None
+    assert second.claim(claim()) is None
     second.remove(account.id)
     assert first.accounts() == []
 
 
-def test_threads_of_two_storage_objects_never_reserve_past_the_daily_limit(
+def test_threads_of_two_storage_objects_never_claim_past_the_daily_limit(
     path: Path,
 ) -> None:
     # The contract races threads on one object; two objects on one file share
     # only the file lock (like two processes).
     storages = [JSONStorage(path), JSONStorage(path)]
-    account = storages[0].add(make_account(daily_limit=50, min_wait_time=0))
-    answers = reserve_in_threads(storages, account.id, threads=16, tries=5)
+    account = storages[0].add(make_account(daily_limit=50, max_in_flight=100))
+    answers = claim_in_threads(
+        storages,
+        lambda moment: claim(now=moment, account_id=account.id),
+        threads=16,
+        tries=5,
+        complete=True,
+    )
     assert_exactly_the_limit_granted(answers, JSONStorage(path).get(account.id), 50)
 
 
@@ -510,8 +528,8 @@ def test_a_forked_child_gets_fresh_locks(path: Path) -> None:
         if pid == 0:  # pragma: no cover - the child
             code = 1
             try:
-                reserved = storage.reserve(account.id, NOW + timedelta(seconds=1))
-                code = 0 if reserved is not None else 2
+                lease = storage.claim(claim(now=NOW + timedelta(seconds=1)))
+                code = 0 if lease is not None else 2
             finally:
                 os._exit(code)
     _, status = os.waitpid(pid, 0)

@@ -1,5 +1,6 @@
 """SQLStorage: the contract on SQLite and PostgreSQL, and what only SQL has
-(lazy SQLAlchemy, redacted URLs, migrations, indexed eligibility, races).
+(lazy SQLAlchemy, redacted URLs, migrations, bulk imports, claims that are one
+indexed statement, PostgreSQL's SKIP LOCKED, races).
 
 PostgreSQL tests need ``MAILPOOL_TEST_POSTGRES_URL``
 (e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/mailpool_test``); each test
@@ -13,11 +14,14 @@ import contextlib
 import functools
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,11 +30,27 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from contract import DAY, NOW, Reopen, StorageContract, make_account
+from contract import (
+    DAY,
+    NOW,
+    Reopen,
+    StorageContract,
+    claim,
+    claim_in_threads,
+    make_account,
+    seconds,
+)
 
 from mailpool.errors import ConfigurationError, StorageError
 from mailpool.models import OAuth2Credentials, SMTPSettings
-from mailpool.storage import Reservation, Scope, SQLStorage, Storage, open_storage
+from mailpool.storage import (
+    Lease,
+    Scope,
+    SQLStorage,
+    Storage,
+    Strategy,
+    open_storage,
+)
 
 POSTGRES_URL = os.environ.get("MAILPOOL_TEST_POSTGRES_URL")
 NO_POSTGRES = (
@@ -253,7 +273,14 @@ def test_metadata_describes_the_tables_for_migrations() -> None:
     assert "CREATE TABLE mailpool_accounts" in ddl
     assert "CREATE TABLE mailpool_account_tags" in ddl
     assert 'email_key VARCHAR(512) COLLATE "C" NOT NULL' in ddl
-    assert "CREATE INDEX ix_mailpool_accounts_owner_status" in ddl
+    for index in (
+        "ix_mailpool_accounts_random ON mailpool_accounts (status, rank)",
+        "ix_mailpool_accounts_owner_turn ON mailpool_accounts "
+        "(owner, status, lease_until, id)",
+        "ix_mailpool_account_tags_usage ON mailpool_account_tags "
+        "(tag, count_until, sent_count, rank)",
+    ):
+        assert f"CREATE INDEX {index}" in ddl
 
 
 def test_tables_are_created_on_first_use(open_sql: OpenStorage) -> None:
@@ -328,96 +355,67 @@ def test_owner_and_tag_longer_than_the_columns_are_refused(
     assert storage.accounts() == []
 
 
-# -- eligible() is a query -----------------------------------------------------
+# -- bulk imports ----------------------------------------------------------------
 
 
-def test_eligible_finds_the_few_accounts_in_scope_among_thousands(
-    open_sql: OpenStorage,
-) -> None:
-    storage = open_sql()
-    rows = [
-        make_account(f"bulk{number:04d}@example.com", owner=f"tenant-{number % 50}")
-        for number in range(2000)
-    ]
-    wanted = [
-        make_account("needle-b@example.com", owner="needle", tags={"spring"}),
-        make_account("needle-a@example.com", owner="needle", tags={"spring"}),
-        make_account("needle-c@example.com", owner="needle", tags={"spring", "vip"}),
-    ]
-    ignored = [
-        make_account("needle-off@example.com", owner="needle", status="inactive"),
-        make_account("needle-autumn@example.com", owner="needle", tags={"autumn"}),
-    ]
-    _bulk_add(storage, [*rows, *wanted, *ignored])
-    found = storage.eligible(Scope(owner="needle", tag="spring"), NOW)
-    assert [account.email for account in found] == [
-        "needle-a@example.com",
-        "needle-b@example.com",
-        "needle-c@example.com",
-    ]
-    assert found[2].tags == frozenset({"spring", "vip"})
-    assert len(storage.eligible(Scope(owner="needle"), NOW)) == 4
-
-
-def _bulk_add(storage: SQLStorage, accounts: list[Any]) -> None:
-    """Thousands of rows in one transaction (add() commits each one)."""
-    from mailpool.storage.sql import _settings_values
-
-    storage.accounts()  # creates the tables
-    tables = SQLStorage.metadata.tables
-    with storage.engine.begin() as conn:
-        conn.execute(
-            sa.insert(tables["mailpool_accounts"]),
-            [
-                {
-                    "id": account.id,
-                    **_settings_values(account),
-                    "sent_count": 0,
-                    "count_day": None,
-                    "previous_last_sent_at": None,
-                    "last_sent_at": None,
-                }
-                for account in accounts
-            ],
-        )
-        tags = [
-            {"account_id": account.id, "tag": tag}
-            for account in accounts
-            for tag in account.tags
-        ]
-        conn.execute(sa.insert(tables["mailpool_account_tags"]), tags)
-
-
-def test_eligible_by_owner_can_use_the_owner_status_index(
-    open_sql: OpenStorage,
-) -> None:
-    storage = open_sql()
-    storage.add(make_account(owner="acme"))
-    statement = storage._select(*storage._eligible_filters(Scope(owner="acme"), NOW))
-    sql = str(
-        statement.compile(
-            dialect=storage.engine.dialect, compile_kwargs={"literal_binds": True}
-        )
-    )
+def _count(storage: SQLStorage, table: str) -> int:
     with storage.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SET enable_seqscan = off")
-            plan = conn.exec_driver_sql("EXPLAIN " + sql).scalars().all()
-        else:
-            plan = [
-                row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
-            ]
-    assert "ix_mailpool_accounts_owner_status" in "\n".join(plan)
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
-# -- reserve() and the clock ---------------------------------------------------
+def test_add_many_takes_twenty_thousand_accounts_at_once(
+    open_sql: OpenStorage,
+) -> None:
+    storage = open_sql()
+    batch = [
+        make_account(
+            f"user{n:05d}@example.com",
+            owner=f"tenant-{n % 10}",
+            tags={f"t{n % 50}"},
+            daily_limit=1000,
+        )
+        for n in range(20_000)
+    ]
+    assert storage.add_many(batch) == 20_000
+    assert _count(storage, "mailpool_accounts") == 20_000
+    assert _count(storage, "mailpool_account_tags") == 20_000
+    assert storage.get(batch[12_345].id) == batch[12_345]
+    lease = storage.claim(claim(Scope(owner="tenant-3", tag="t13")))
+    assert lease is not None
+    assert lease.account.owner == "tenant-3"
+    assert lease.account.tags == {"t13"}
+    # A duplicate at the very end of a batch of several chunks: nothing of the
+    # batch stays.
+    more = [make_account(f"more{n:05d}@example.com", tags={"m"}) for n in range(12_000)]
+    with pytest.raises(ConfigurationError, match="already uses"):
+        storage.add_many([*more, make_account("USER00042@example.com")])
+    with pytest.raises(ConfigurationError, match="exists"):
+        storage.add_many([*more, make_account("new@example.com", id=batch[7].id)])
+    assert _count(storage, "mailpool_accounts") == 20_000
+    assert _count(storage, "mailpool_account_tags") == 20_000
+    assert storage.add_many(more) == 12_000
+
+
+def test_a_duplicate_in_a_bulk_import_shows_no_secret(open_sql: OpenStorage) -> None:
+    storage = open_sql()
+    storage.add(make_account("taken@example.com"))
+    secret = make_account(
+        "TAKEN@example.com",
+        smtp=SMTPSettings(host="smtp.example.com", username="u", password="s3cr3t"),
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        storage.add_many([make_account("fine@example.com"), secret])
+    assert "s3cr3t" not in "".join(traceback.format_exception(caught.value))
+
+
+# -- the claim is one indexed statement ---------------------------------------
 
 
 @contextlib.contextmanager
-def _account_statements(storage: SQLStorage) -> Iterator[list[tuple[str, list[Any]]]]:
-    """Collects the statements on mailpool_accounts that the block sends to the
-    database (seen by ``before_cursor_execute``), each with its parameters."""
-    seen: list[tuple[str, list[Any]]] = []
+def _statements(storage: SQLStorage) -> Iterator[list[tuple[str, Any]]]:
+    """Collects the statements the block sends to the database (as seen by
+    ``before_cursor_execute``), each with its parameters."""
+    seen: list[tuple[str, Any]] = []
 
     def record(
         conn: Any,
@@ -427,9 +425,7 @@ def _account_statements(storage: SQLStorage) -> Iterator[list[tuple[str, list[An
         context: Any,
         executemany: bool,
     ) -> None:
-        if "mailpool_accounts" in statement:
-            values = parameters.values() if isinstance(parameters, dict) else parameters
-            seen.append((" ".join(statement.split()), list(values or ())))
+        seen.append((" ".join(statement.split()), parameters))
 
     sa.event.listen(storage.engine, "before_cursor_execute", record)
     try:
@@ -438,29 +434,352 @@ def _account_statements(storage: SQLStorage) -> Iterator[list[tuple[str, list[An
         sa.event.remove(storage.engine, "before_cursor_execute", record)
 
 
-def test_reserve_is_one_conditional_update(open_sql: OpenStorage) -> None:
+def _writes(seen: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The statements of ``seen`` that are not transaction control."""
+    return [
+        (sql, parameters)
+        for sql, parameters in seen
+        if not sql.upper().startswith(("BEGIN", "COMMIT"))
+    ]
+
+
+def _values(parameters: Any) -> list[Any]:
+    if isinstance(parameters, dict):
+        return list(parameters.values())
+    return list(parameters or ())
+
+
+def test_a_claim_is_one_conditional_update(open_sql: OpenStorage) -> None:
     # Only one statement that checks and counts at once keeps the limit under
     # concurrency: a SELECT of the count followed by an UPDATE (or an UPDATE
     # writing back a count computed in Python) lets two workers take one unit.
     storage = open_sql()
-    account = storage.add(make_account(daily_limit=38, sent_count=37, count_day=DAY))
-    answers: list[Reservation | None] = []
-    for moment in (NOW, NOW + timedelta(seconds=1)):  # granted, then refused
-        with _account_statements(storage) as statements:
-            answers.append(storage.reserve(account.id, moment))
-        kinds = [sql.split()[0].upper() for sql, _ in statements]
-        assert kinds.count("UPDATE") == 1, kinds
-        assert kinds[0] == "UPDATE", f"read before the update: {kinds}"
-        update, parameters = statements[0]
-        _, where = update.split(" WHERE ", 1)
-        assert "daily_limit" in where  # the limit is checked by the UPDATE itself
-        assert "sent_count +" in update  # and the count incremented by the database
-        assert not {37, 38} & set(parameters)  # not read, then written back
-    assert [answer is not None for answer in answers] == [True, False]
+    postgres = storage.engine.dialect.name == "postgresql"
+    account = storage.add(
+        make_account(daily_limit=38, sent_count=37, count_day=DAY, tags={"t"})
+    )
+    for scope in (Scope(), Scope(tag="t")):
+        for strategy in Strategy:
+            with _statements(storage) as seen:
+                lease = storage.claim(claim(scope, strategy=strategy))
+            assert lease is not None and lease.account.tags == {"t"}
+            storage.release(lease, NOW)
+            writes = _writes(seen)
+            first, parameters = writes[0]
+            if postgres:
+                # The account row and its tag rows in one statement.
+                assert len(writes) == 1, writes
+                assert first.startswith("WITH claimed AS (UPDATE mailpool_accounts")
+                assert "SKIP LOCKED" in first
+            else:
+                assert first.startswith("UPDATE mailpool_accounts SET")
+                assert " RETURNING " in first
+                assert [sql.split()[:2] for sql, _ in writes[1:]] == [
+                    ["UPDATE", "mailpool_account_tags"]
+                ]
+            assert "daily_limit" in first  # the limit is checked by the UPDATE
+            assert "sent_count +" in first  # and counted by the database
+            assert not {37, 38} & set(_values(parameters))  # not read, then written
+    # Refused: the one UPDATE (then, on PostgreSQL, a read to tell "nothing
+    # allowed" from "all locked by other claims"), nothing else.
+    assert storage.claim(claim()) is not None
+    with _statements(storage) as seen:
+        assert storage.claim(claim(now=NOW + timedelta(seconds=1))) is None
+    refused = [sql for sql, _ in _writes(seen)]
+    assert "UPDATE mailpool_accounts" in refused[0]
+    assert all(sql.startswith("SELECT") for sql in refused[1:]), refused
     assert storage.get(account.id).sent_count == 38
 
 
-def test_storages_on_real_clocks_get_every_allowed_reservation(
+def test_complete_and_release_are_one_update_each(open_sql: OpenStorage) -> None:
+    storage = open_sql()
+    postgres = storage.engine.dialect.name == "postgresql"
+    storage.add(make_account(max_in_flight=2, tags={"t"}))
+    first, second = storage.claim(claim()), storage.claim(claim())
+    assert first is not None and second is not None
+    with _statements(storage) as seen:
+        storage.complete(first, NOW)
+    assert [sql.split()[:2] for sql, _ in _writes(seen)] == [
+        ["UPDATE", "mailpool_accounts"]
+    ]
+    with _statements(storage) as seen:
+        storage.release(second, NOW)
+    # The count given back is copied to the tag rows: in the same statement
+    # on PostgreSQL.
+    assert len(_writes(seen)) == (1 if postgres else 2)
+
+
+def _plan(storage: SQLStorage, statement: str, parameters: Any) -> list[str]:
+    """The database's plan for ``statement`` (not executed)."""
+    with storage.engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if conn.dialect.name == "postgresql":
+                cursor.execute("EXPLAIN " + statement, parameters)
+                return [row[0] for row in cursor.fetchall()]
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            return [row[-1] for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+@pytest.mark.parametrize(
+    ("scope", "index"),
+    [
+        (Scope(), "ix_mailpool_accounts_{}"),
+        (Scope(owner="tenant-3"), "ix_mailpool_accounts_owner_{}"),
+        (Scope(tag="t7"), "ix_mailpool_account_tags_{}"),
+        (Scope(owner="tenant-3", tag="t13"), "ix_mailpool_account_tags_{}"),
+    ],
+    ids=["all", "owner", "tag", "owner+tag"],
+)
+def test_a_claim_walks_an_index_and_scans_no_table(
+    open_sql: OpenStorage, strategy: Strategy, scope: Scope, index: str
+) -> None:
+    storage = open_sql()
+    storage.add_many(
+        make_account(
+            f"user{n:04d}@example.com",
+            owner=f"tenant-{n % 10}",
+            tags={f"t{n % 20}"},
+            status="active" if n % 9 else "inactive",
+        )
+        for n in range(5_000)
+    )
+    with storage.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    with _statements(storage) as seen:
+        assert storage.claim(claim(scope, strategy=strategy)) is not None
+    statement, parameters = _writes(seen)[0]
+    plan = "\n".join(_plan(storage, statement, parameters))
+    name = {
+        Strategy.RANDOM: "random",
+        Strategy.ROUND_ROBIN: "turn",
+        Strategy.LEAST_USED: "usage",
+    }[strategy]
+    assert index.format(name) in plan, plan
+    if storage.engine.dialect.name == "postgresql":
+        assert "Seq Scan" not in plan, plan
+    else:
+        # SQLite says SCAN for a walk through a whole table or index (and
+        # for reading the rows of a subquery, which is fine).
+        tables = ("c", "chosen", "mailpool_accounts", "mailpool_account_tags")
+        scans = [line.split() for line in plan.splitlines()]
+        assert not [s for s in scans if s[0] == "SCAN" and s[1] in tables], plan
+
+
+def test_a_claim_gives_the_row_a_new_rank_and_copies_it_to_the_tags(
+    open_sql: OpenStorage,
+) -> None:
+    storage = open_sql()
+    account = storage.add(make_account(tags={"a", "b"}, max_in_flight=5))
+    storage.add(make_account("other@example.com", tags={"a"}))
+
+    def ranks() -> set[float]:
+        with storage.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT rank FROM mailpool_accounts WHERE id = :id UNION "
+                    "SELECT rank FROM mailpool_account_tags WHERE account_id = :id"
+                ),
+                {"id": account.id},
+            )
+            return set(rows.scalars())
+
+    [before] = ranks()
+    lease = storage.claim(claim(account_id=account.id))
+    assert lease is not None
+    [after] = ranks()
+    assert after != before
+    _assert_tag_rows_copy_their_account(storage)
+    storage.release(lease, NOW)
+    _assert_tag_rows_copy_their_account(storage)
+    for scope in (Scope(tag="a"), Scope(tag="b")):
+        again = storage.claim(claim(scope, NOW + timedelta(seconds=1)))
+        assert again is not None
+        storage.complete(again, NOW + timedelta(seconds=1))
+        _assert_tag_rows_copy_their_account(storage)
+    storage.update(storage.get(account.id).replace(tags={"b", "c"}))
+    _assert_tag_rows_copy_their_account(storage)
+    storage.reset_daily_counts(owner=None)
+    _assert_tag_rows_copy_their_account(storage)
+
+
+def _assert_tag_rows_copy_their_account(storage: SQLStorage) -> None:
+    columns = ("rank", "lease_until", "count_until", "sent_count")
+    differs = " OR ".join(
+        f"t.{c} <> a.{c} OR (t.{c} IS NULL) <> (a.{c} IS NULL)" for c in columns
+    )
+    with storage.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT t.account_id, t.tag FROM mailpool_account_tags t "
+                f"JOIN mailpool_accounts a ON a.id = t.account_id WHERE {differs}"
+            )
+        ).all()
+    assert rows == []
+
+
+def test_candidates_find_the_few_accounts_in_scope_among_thousands(
+    open_sql: OpenStorage,
+) -> None:
+    storage = open_sql()
+    storage.add_many(
+        make_account(f"bulk{n:04d}@example.com", owner=f"tenant-{n % 50}")
+        for n in range(2000)
+    )
+    wanted = [
+        make_account("needle-b@example.com", owner="needle", tags={"spring"}),
+        make_account("needle-a@example.com", owner="needle", tags={"spring"}),
+        make_account("needle-c@example.com", owner="needle", tags={"spring", "vip"}),
+    ]
+    storage.add_many(
+        [
+            *wanted,
+            make_account("needle-off@example.com", owner="needle", status="inactive"),
+            make_account("needle-autumn@example.com", owner="needle", tags={"autumn"}),
+        ]
+    )
+    found = storage.candidates(claim(Scope(owner="needle", tag="spring")))
+    assert sorted(a.email for a in found) == sorted(a.email for a in wanted)
+    assert {a.email: a.tags for a in found}["needle-c@example.com"] == {"spring", "vip"}
+    assert len(storage.candidates(claim(Scope(owner="needle")))) == 4
+
+
+class TestSQLitePortableClaims(StorageContract):
+    """The contract through the claim of databases without ``UPDATE ...
+    RETURNING``: pick, then update by id."""
+
+    @pytest.fixture
+    def reopen(self, tmp_path: Path) -> Reopen:
+        def open_() -> SQLStorage:
+            storage = SQLStorage(_sqlite_url(tmp_path))
+            storage._claim_style = "portable"
+            return storage
+
+        return open_
+
+    @pytest.fixture
+    def storage(self, reopen: Reopen) -> Iterator[Storage]:
+        storage = reopen()
+        yield storage
+        storage.close()
+
+
+# -- PostgreSQL: claims do not queue behind a row lock ----------------------------
+
+
+@pytest.fixture
+def postgres_storage(postgres: tuple[str, dict[str, Any]]) -> Iterator[SQLStorage]:
+    """A PostgreSQL storage whose waits for a row lock time out after 10 s
+    (an error, rather than a hanging test, if a claim queues)."""
+    url, options = postgres
+    search_path = options["connect_args"]["options"]
+    storage = SQLStorage(
+        url,
+        engine_options={
+            "connect_args": {"options": f"{search_path} -c lock_timeout=10000"}
+        },
+    )
+    yield storage
+    storage.close()
+
+
+@contextlib.contextmanager
+def _row_locked(storage: SQLStorage, account_id: str) -> Iterator[sa.Connection]:
+    """Another transaction holds the row of ``account_id`` locked."""
+    with storage.engine.connect() as conn, conn.begin():
+        conn.execute(
+            sa.text("SELECT id FROM mailpool_accounts WHERE id = :id FOR UPDATE"),
+            {"id": account_id},
+        )
+        yield conn
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_postgres_claims_skip_a_row_another_transaction_holds(
+    postgres_storage: SQLStorage, strategy: Strategy
+) -> None:
+    storage = postgres_storage
+    held = storage.add(make_account("held@example.com", tags={"t"}))
+    free = storage.add(make_account("free@example.com", tags={"t"}))
+    with _row_locked(storage, held.id):
+        for n, moment in enumerate(seconds(*range(10))):
+            scope = (Scope(), Scope(tag="t"))[n % 2]
+            lease = storage.claim(
+                claim(scope, moment, strategy=strategy, rng=random.Random(n))
+            )
+            assert lease is not None and lease.account_id == free.id
+            storage.complete(lease, moment)
+    assert storage.get(held.id).sent_count == 0
+
+
+@pytest.mark.integration
+def test_postgres_claim_waits_for_the_last_allowed_row_rather_than_refuse(
+    postgres_storage: SQLStorage,
+) -> None:
+    storage = postgres_storage
+    held = storage.add(make_account("held@example.com"))
+    result: list[Lease | None] = []
+    with _row_locked(storage, held.id) as holder:
+        thread = threading.Thread(target=lambda: result.append(storage.claim(claim())))
+        thread.start()
+        # Wait (without a fixed sleep) until the claim waits for the lock.
+        deadline = time.monotonic() + 30
+        pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        blocked = sa.text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
+        )
+        waiting = 0
+        with storage.engine.connect() as observer:
+            while waiting == 0 and time.monotonic() < deadline:
+                # A new transaction each time: a new view of the activity.
+                waiting = observer.execute(blocked, {"pid": pid}).scalar_one()
+                observer.rollback()
+        assert waiting == 1
+    thread.join(30)
+    [lease] = result
+    assert lease is not None and lease.account_id == held.id
+
+
+@pytest.mark.integration
+def test_postgres_threads_of_several_storages_get_every_unit_and_no_more(
+    postgres: tuple[str, dict[str, Any]],
+) -> None:
+    url, options = postgres
+    storages = [SQLStorage(url, engine_options=options) for _ in range(4)]
+    try:
+        accounts = storages[0].add_many(
+            make_account(f"user{n}@example.com", daily_limit=6, tags={"t"})
+            for n in range(10)
+        )
+        assert accounts == 10
+        # 24 threads, 100 claims for 60 units, leases completed at once.
+        answers = claim_in_threads(
+            storages,
+            lambda moment: claim(
+                Scope(tag="t"), moment, rng=random.Random(moment.microsecond)
+            ),
+            threads=20,
+            tries=5,
+            complete=True,
+        )
+        granted = Counter(lease.account_id for lease in answers if lease is not None)
+        assert sorted(granted.values()) == [6] * 10
+        for account in storages[1].accounts():
+            assert (account.sent_count, account.in_flight) == (6, 0)
+    finally:
+        for storage in storages:
+            storage.close()
+
+
+# -- the clock -----------------------------------------------------------------
+
+
+def test_storages_on_real_clocks_get_every_allowed_claim(
     open_sql: OpenStorage,
 ) -> None:
     # Four storages, four engines and pools: like four processes. Each thread
@@ -468,9 +787,11 @@ def test_storages_on_real_clocks_get_every_allowed_reservation(
     # the database out of order. With min_wait_time 0 that must not matter:
     # exactly as many attempts as the limit allows, and every one is granted.
     storages = [open_sql() for _ in range(4)]
-    account = storages[0].add(make_account(daily_limit=80, min_wait_time=0))
+    account = storages[0].add(
+        make_account(daily_limit=80, min_wait_time=0, max_in_flight=80)
+    )
     refused: list[datetime] = []
-    won: list[Reservation] = []
+    won: list[Lease] = []
     lock = threading.Lock()
     start = threading.Barrier(16)
 
@@ -478,12 +799,14 @@ def test_storages_on_real_clocks_get_every_allowed_reservation(
         start.wait()
         for _ in range(5):
             now = datetime.now(timezone.utc)
-            reservation = storage.reserve(account.id, now)
+            lease = storage.claim(claim(now=now, account_id=account.id))
+            if lease is not None:
+                storage.complete(lease, datetime.now(timezone.utc))
             with lock:
-                if reservation is None:
+                if lease is None:
                     refused.append(now)
                 else:
-                    won.append(reservation)
+                    won.append(lease)
 
     workers = [
         threading.Thread(target=worker, args=(storages[n % 4],)) for n in range(16)
@@ -495,10 +818,9 @@ def test_storages_on_real_clocks_get_every_allowed_reservation(
     assert refused == []
     assert len(won) == 80
     stored = storages[3].get(account.id)
-    assert stored.sent_count == 80
-    # The stamp is the latest clock reading of all: it never moved back.
-    assert stored.last_sent_at == max(r.reserved_at for r in won)
-    assert storages[1].reserve(account.id, datetime.now(timezone.utc)) is None
+    assert (stored.sent_count, stored.in_flight) == (80, 0)
+    later = claim(now=datetime.now(timezone.utc), account_id=account.id)
+    assert storages[1].claim(later) is None
 
 
 def test_a_zero_min_wait_never_refuses_a_stamp_from_a_faster_clock(
@@ -507,26 +829,13 @@ def test_a_zero_min_wait_never_refuses_a_stamp_from_a_faster_clock(
     storage = open_sql()
     ahead = NOW + timedelta(seconds=2)  # another machine's clock runs ahead
     account = storage.add(make_account(min_wait_time=0, last_sent_at=ahead))
-    reservation = storage.reserve(account.id, NOW)
-    assert reservation is not None
+    assert [a.id for a in storage.candidates(claim())] == [account.id]
+    lease = storage.claim(claim())
+    assert lease is not None
+    storage.complete(lease, NOW)
     # The stamp never moves back in time.
-    assert reservation.reserved_at == ahead
     assert storage.get(account.id).last_sent_at == ahead
-    assert [a.id for a in storage.eligible(Scope(), NOW)] == [account.id]
-    storage.release(reservation)
-    assert storage.get(account.id).sent_count == 0
-
-
-def test_release_restores_a_missing_stamp(open_sql: OpenStorage) -> None:
-    storage = open_sql()
-    account = storage.add(make_account(min_wait_time=60))
-    reservation = storage.reserve(account.id, NOW)
-    assert reservation is not None
-    assert reservation.previous_last_sent_at is None
-    storage.release(reservation)
-    stored = storage.get(account.id)
-    assert (stored.sent_count, stored.last_sent_at) == (0, None)
-    assert storage.reserve(account.id, NOW + timedelta(seconds=1)) is not None
+    assert storage.claim(claim(now=NOW + timedelta(milliseconds=1))) is not None
 
 
 def test_a_positive_min_wait_counts_from_the_latest_stamp(
@@ -534,9 +843,9 @@ def test_a_positive_min_wait_counts_from_the_latest_stamp(
 ) -> None:
     storage = open_sql()
     ahead = NOW + timedelta(seconds=2)
-    account = storage.add(make_account(min_wait_time=10, last_sent_at=ahead))
-    assert storage.reserve(account.id, NOW + timedelta(seconds=11)) is None
-    assert storage.reserve(account.id, NOW + timedelta(seconds=12)) is not None
+    storage.add(make_account(min_wait_time=10, last_sent_at=ahead))
+    assert storage.claim(claim(now=NOW + timedelta(seconds=11))) is None
+    assert storage.claim(claim(now=NOW + timedelta(seconds=12))) is not None
 
 
 def test_times_round_trip_as_aware_utc(open_sql: OpenStorage) -> None:
@@ -548,6 +857,7 @@ def test_times_round_trip_as_aware_utc(open_sql: OpenStorage) -> None:
         make_account(
             last_sent_at=sent,
             oauth2=OAuth2Credentials(access_token="tok", token_expiry=expiry),
+            timezone="Europe/Paris",
         )
     )
     stored = storage.get(account.id)
@@ -558,13 +868,17 @@ def test_times_round_trip_as_aware_utc(open_sql: OpenStorage) -> None:
     assert stored.oauth2.token_expiry is not None
     assert stored.oauth2.token_expiry.tzinfo == timezone.utc
 
-    # The day is now.date() in the pool's time zone: 23:30 UTC is tomorrow in Paris.
-    late = datetime(2024, 5, 17, 23, 30, tzinfo=timezone.utc).astimezone(paris)
-    reservation = storage.reserve(account.id, late)
-    assert reservation is not None
-    assert reservation.day == late.date() == NOW.date() + timedelta(days=1)
+    # The day is the date in the account's time zone: 23:30 UTC is tomorrow
+    # in Paris, whatever the zone of the claim's clock.
+    late = datetime(2024, 5, 17, 23, 30, tzinfo=timezone.utc)
+    lease = storage.claim(claim(now=late.astimezone(ZoneInfo("Asia/Tokyo"))))
+    assert lease is not None
+    assert lease.day == late.astimezone(paris).date() == NOW.date() + timedelta(1)
+    assert lease.account.lease_until == late + timedelta(seconds=300)
+    storage.complete(lease, late)
     stored = storage.get(account.id)
-    assert stored.count_day == late.date()
+    assert stored.count_day == lease.day
     assert stored.last_sent_at == late
     assert stored.last_sent_at is not None
     assert stored.last_sent_at.tzinfo == timezone.utc
+    assert stored.lease_until is not None and stored.lease_until.tzinfo == timezone.utc

@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import queue
 import random
+import signal
 import threading
 import time
 import traceback
@@ -36,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from mailpool import JSONStorage, Scope, Storage, open_storage
+from mailpool import Claim, JSONStorage, Scope, Storage, open_storage
 
 if TYPE_CHECKING:
     from _pytest.fixtures import FixtureFunctionDefinition
@@ -44,17 +45,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POSTGRES_URL",
-    "RUNAWAY_MARGIN",
     "STORAGE_KINDS",
     "BarrierLike",
     "QueueLike",
     "Won",
     "churn_json_file",
+    "claim_and_die",
+    "claim_and_hold",
+    "claim_n_times",
+    "claim_until_exhausted",
     "empty_storage_url",
     "in_threads",
     "report",
-    "reserve_n_times",
-    "reserve_until_exhausted",
     "run_children",
     "storage_params",
     "storage_url_fixture",
@@ -71,7 +73,7 @@ CHILDREN_TIMEOUT = 90.0
 """Seconds the parent waits for every child's report (under pytest's 120)."""
 
 Won = tuple[str, str, int]
-"""One successful reservation: (account id, ISO day, sent_count after it)."""
+"""One successful claim: (account id, ISO day, sent_count after it)."""
 
 T = TypeVar("T")
 
@@ -294,40 +296,38 @@ def _on_storage(
     report(results, start, job)
 
 
-def _won(storage: Storage, account_id: str, now: datetime) -> Won | None:
-    """Reserve ``account_id`` at ``now``."""
-    reservation = storage.reserve(account_id, now)
-    if reservation is None:
+def _won(storage: Storage, claim: Claim, *, complete: bool = True) -> Won | None:
+    """Claim, and complete the lease at once on the real clock (a delivery
+    that took no time) unless told not to."""
+    lease = storage.claim(claim)
+    if lease is None:
         return None
-    return (
-        reservation.account_id,
-        reservation.day.isoformat(),
-        reservation.account.sent_count,
-    )
+    if complete:
+        storage.complete(lease, datetime.now(timezone.utc))
+    return (lease.account_id, lease.day.isoformat(), lease.account.sent_count)
 
 
-RUNAWAY_MARGIN = 10
-"""Refusals a thread may get beyond what the limits explain before
-:func:`reserve_until_exhausted` gives up on a storage that never runs out."""
+BUSY_LIMIT = 200_000
+"""Claims a thread may find every account busy (in flight) before
+:func:`claim_until_exhausted` gives up on leases that never end."""
 
 
-def reserve_until_exhausted(
+def claim_until_exhausted(
     url: str, owner: str, threads: int, start: BarrierLike, results: QueueLike
 ) -> None:
     """Mimic pools sending as fast as they can, in ``threads`` threads.
 
-    Each thread loops like :meth:`AccountPool.send` does, on the real clock:
-    ``eligible`` -> pick one at random -> ``reserve``, until ``eligible`` is
-    empty (checked twice, with a fresh clock reading, so that one stale
-    reading never ends a thread early). Each thread's result is its list of
-    :data:`Won` reservations.
+    Each thread claims in the owner's accounts on the real clock and
+    completes each lease at once, until a claim finds no account while none
+    is busy (an unexpired lease in flight), twice in a row (with a fresh
+    clock reading, so that one stale reading never ends a thread early):
+    then the daily limits or the minimum waits, not the send slots, refuse.
+    Each thread's result is its list of :data:`Won` claims.
 
     A storage that breaks the limits would keep this loop going until the
     pytest timeout, so a thread stops with an AssertionError as soon as it won
-    more reservations on one day than the owner's daily limits add up to, or
-    was refused more often than two days of them (a run may straddle midnight
-    UTC) plus :data:`RUNAWAY_MARGIN`: every refusal means that another thread
-    won since ``eligible`` answered.
+    more claims on one day than the owner's daily limits add up to, or found
+    everything busy :data:`BUSY_LIMIT` times.
     """
     scope = Scope(owner=owner)
 
@@ -336,62 +336,103 @@ def reserve_until_exhausted(
         rng = random.Random()
         won: list[Won] = []
         won_per_day: Counter[str] = Counter()
-        refused = 0
+        busy = 0
         empty_in_a_row = 0
         while empty_in_a_row < 2:
-            if max(won_per_day.values(), default=0) > limits or (
-                refused > 2 * limits + RUNAWAY_MARGIN
-            ):
+            if max(won_per_day.values(), default=0) > limits or busy > BUSY_LIMIT:
                 raise AssertionError(
                     f"accounts are still eligible after this thread won "
-                    f"{dict(won_per_day)} reservations (per day) and was refused "
-                    f"{refused} times; the daily limits of owner {owner!r} add "
+                    f"{dict(won_per_day)} claims (per day) and found them all "
+                    f"busy {busy} times; the daily limits of owner {owner!r} add "
                     f"up to {limits}"
                 )
             now = datetime.now(timezone.utc)
-            candidates = storage.eligible(scope, now)
-            if not candidates:
-                empty_in_a_row += 1
+            claimed = _won(storage, Claim(scope=scope, now=now, rng=rng))
+            if claimed is not None:
+                empty_in_a_row = 0
+                won.append(claimed)
+                won_per_day[claimed[1]] += 1
                 continue
-            empty_in_a_row = 0
-            reservation = _won(storage, rng.choice(candidates).id, now)
-            if reservation is None:
-                refused += 1
+            later = datetime.now(timezone.utc)
+            if any(a.busy_left(later) > 0 for a in storage.accounts(owner=owner)):
+                busy += 1
+                empty_in_a_row = 0
             else:
-                won.append(reservation)
-                won_per_day[reservation[1]] += 1
+                empty_in_a_row += 1
         return won
 
     _on_storage(url, threads, start, results, run)
 
 
-def reserve_n_times(
+def claim_n_times(
     url: str,
-    account_id: str,
+    owner: str,
     attempts: int,
     threads: int,
     start: BarrierLike,
     results: QueueLike,
 ) -> None:
-    """Each of ``threads`` threads calls ``reserve(account_id, now)`` exactly
-    ``attempts`` times on the real clock, whatever the answers. Each thread's
-    result is one entry per attempt: the :data:`Won` reservation, or None when
-    it was refused."""
+    """Each of ``threads`` threads claims in the owner's accounts exactly
+    ``attempts`` times on the real clock, completing each lease, whatever the
+    answers. Each thread's result is one entry per attempt: the :data:`Won`
+    claim, or None when it was refused."""
+    scope = Scope(owner=owner)
 
     def run(storage: Storage, _: int) -> list[Won | None]:
+        rng = random.Random()
         return [
-            _won(storage, account_id, datetime.now(timezone.utc))
+            _won(storage, Claim(scope=scope, now=datetime.now(timezone.utc), rng=rng))
             for _ in range(attempts)
         ]
 
     _on_storage(url, threads, start, results, run)
 
 
+def claim_and_hold(
+    url: str,
+    owner: str,
+    attempts: int,
+    threads: int,
+    start: BarrierLike,
+    results: QueueLike,
+) -> None:
+    """Like :func:`claim_n_times`, but the leases are never ended (sends that
+    stay in flight): each thread's result is one entry per attempt."""
+    scope = Scope(owner=owner)
+
+    def run(storage: Storage, _: int) -> list[Won | None]:
+        rng = random.Random()
+        return [
+            _won(
+                storage,
+                Claim(scope=scope, now=datetime.now(timezone.utc), rng=rng),
+                complete=False,
+            )
+            for _ in range(attempts)
+        ]
+
+    _on_storage(url, threads, start, results, run)
+
+
+def claim_and_die(url: str, account_id: str, moment: str, lease_seconds: float) -> None:
+    """Claim ``account_id`` at ``moment`` (ISO) and die at once by SIGKILL:
+    a worker that never ends its lease."""
+    storage = open_storage(url)
+    now = datetime.fromisoformat(moment)
+    claim = Claim(
+        scope=Scope(), now=now, lease_seconds=lease_seconds, account_id=account_id
+    )
+    lease = storage.claim(claim)
+    if lease is None:
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def churn_json_file(path: str, ready: _Event) -> None:
     """Rewrite the JSON file forever, until the parent kills this process.
 
     Cycles through the kinds of writes the library does: settings updates
-    that change the file's size, reserve + release, and a reset. ``ready`` is
+    that change the file's size, claim + release, and a reset. ``ready`` is
     set once a few writes have gone through.
     """
     storage = JSONStorage(path)
@@ -405,9 +446,10 @@ def churn_json_file(path: str, ready: _Event) -> None:
             name = f"Churn {writes} " + "x" * rng.randrange(80)
             storage.update(account.replace(sender_name=name))
         elif kind == 2:
-            reservation = storage.reserve(account.id, datetime.now(timezone.utc))
-            if reservation is not None:
-                storage.release(reservation)
+            now = datetime.now(timezone.utc)
+            lease = storage.claim(Claim(scope=Scope(), now=now, account_id=account.id))
+            if lease is not None:
+                storage.release(lease, now)
         else:
             storage.reset_daily_counts()
         writes += 1

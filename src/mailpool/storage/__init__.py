@@ -18,18 +18,30 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mailpool.errors import ConfigurationError
-from mailpool.storage.base import Reservation, Scope, Storage
+from mailpool.storage.base import (
+    CANDIDATE_SAMPLE,
+    Claim,
+    Lease,
+    Scope,
+    Storage,
+    Strategy,
+)
 from mailpool.storage.jsonfile import JSONStorage
 from mailpool.storage.memory import InMemoryStorage
+from mailpool.storage.simple import SimpleStorage
 from mailpool.storage.sql import SQLStorage
 
 __all__ = [
+    "CANDIDATE_SAMPLE",
+    "Claim",
     "InMemoryStorage",
     "JSONStorage",
-    "Reservation",
+    "Lease",
     "SQLStorage",
     "Scope",
+    "SimpleStorage",
     "Storage",
+    "Strategy",
     "open_storage",
 ]
 

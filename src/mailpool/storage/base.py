@@ -1,22 +1,47 @@
-"""The storage contract: where accounts and their usage counters live."""
+"""The storage contract: where accounts and their usage counters live.
+
+A send goes through three storage operations:
+
+1. :meth:`Storage.claim` picks one eligible account in scope by a
+   :class:`Strategy` (or takes the one a custom selector chose) and, in the same
+   atomic step, counts one unit of its daily quota and takes a send slot: a
+   :class:`Lease`.
+2. :meth:`Storage.complete` ends the lease of a delivered message: the slot is
+   freed and the delivery time stamped (``min_wait_time`` counts from there).
+3. :meth:`Storage.release` ends the lease of a failed send: the slot is freed
+   and the unit given back.
+
+A lease whose worker died is neither completed nor released: it runs out at
+``Lease.expires_at``, which frees its slot and keeps its unit counted.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime
+import enum
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
 from mailpool.errors import ConfigurationError
 from mailpool.models import Account, AccountStatus
 
 __all__ = [
-    "Reservation",
+    "CANDIDATE_SAMPLE",
+    "Claim",
+    "Lease",
     "Scope",
     "Storage",
+    "Strategy",
     "duplicate_email",
     "duplicate_id",
-    "released",
 ]
+
+CANDIDATE_SAMPLE = 32
+"""How many eligible accounts a custom selector sees at most, per claim."""
+
+_RANDOM = random.Random()
 
 
 @dataclass(frozen=True)
@@ -52,25 +77,116 @@ class Scope:
         return ", ".join(parts) or "all accounts"
 
 
-@dataclass(frozen=True)
-class Reservation:
-    """One unit of an account's daily quota, taken by :meth:`Storage.reserve`.
+class Strategy(str, enum.Enum):
+    """How :meth:`Storage.claim` picks among the eligible accounts."""
 
-    :param account: the account as it stands after the reservation.
+    RANDOM = "random"
+    """Any eligible account, each as likely as the others (the default)."""
+    ROUND_ROBIN = "round_robin"
+    """The eligible account whose latest claim is the oldest (never claimed
+    first): the accounts take turns, across every process sharing the storage."""
+    LEAST_USED = "least_used"
+    """The eligible account with the fewest sends today."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :meth:`Storage.claim` is asked for.
+
+    :param scope: the accounts the pool may use.
+    :param now: the caller's current time (aware). Each account counts on its
+        own day: the date of ``now`` in its time zone
+        (:meth:`Account.local_day`), or the later day it already counts.
+    :param lease_seconds: how long the send slot stays taken if the lease is
+        never completed or released (the worker died).
+    :param strategy: how to pick among the eligible accounts.
+    :param account_id: claim exactly this account (a custom selector chose it)
+        instead of picking one; ``strategy`` is then ignored.
+    :param exclude: accounts not to claim (already tried for this message).
+    :param rng: the random numbers of :attr:`Strategy.RANDOM` (seedable).
+    """
+
+    scope: Scope
+    now: datetime
+    lease_seconds: float = 300.0
+    strategy: Strategy = Strategy.RANDOM
+    account_id: str | None = None
+    exclude: frozenset[str] = frozenset()
+    rng: random.Random = field(default=_RANDOM, repr=False, compare=False)
+
+    @property
+    def day(self) -> date:
+        """The date of :attr:`now` in UTC: the day a unit counts on for an
+        account in UTC (each account counts on its own :meth:`Account.local_day`)."""
+        return self.now.astimezone(timezone.utc).date()
+
+    def allows(self, account: Account) -> bool:
+        """True when ``account`` may be claimed: in scope, not excluded, the
+        one asked for (if any), and eligible at :attr:`now`."""
+        return (
+            (self.account_id is None or account.id == self.account_id)
+            and account.id not in self.exclude
+            and self.scope.matches(account)
+            and account.is_eligible(self.now)
+        )
+
+    def lease_until(self) -> datetime:
+        """When a lease taken now runs out."""
+        return self.now + timedelta(seconds=self.lease_seconds)
+
+    def pick(self, candidates: Iterable[Account]) -> Account | None:
+        """The account :attr:`strategy` picks among ``candidates`` (which
+        :meth:`allows` already accepted), or None when there is none.
+
+        The reference rule, in plain Python: backends without their own
+        index (and tests) use it as it is; others implement the same order.
+        """
+        accounts = list(candidates)
+        if not accounts:
+            return None
+        if self.account_id is not None or self.strategy is Strategy.RANDOM:
+            return self.rng.choice(accounts)
+        if self.strategy is Strategy.ROUND_ROBIN:
+            return min(accounts, key=_rotation_key)
+        now = self.now
+        return min(accounts, key=lambda account: (account.sent_today(now), account.id))
+
+
+def _rotation_key(account: Account) -> tuple[bool, datetime | None, str]:
+    # Never claimed first, then the oldest latest claim, then the lowest id.
+    return (account.lease_until is not None, account.lease_until, account.id)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimed send: one unit of quota counted and one send slot taken.
+
+    :param account: the account as it stands after the claim.
     :param day: the day the unit was counted on.
-    :param reserved_at: the time stamped as the account's ``last_sent_at``.
-    :param previous_last_sent_at: ``last_sent_at`` before, restored on release.
+    :param claimed_at: the claim's ``now``.
+    :param expires_at: when the slot frees itself if the lease is never ended.
     """
 
     account: Account
     day: date
-    reserved_at: datetime
-    previous_last_sent_at: datetime | None
+    claimed_at: datetime
+    expires_at: datetime
 
     @property
     def account_id(self) -> str:
-        """The reserved account's id."""
+        """The claimed account's id."""
         return self.account.id
+
+    @classmethod
+    def of(cls, account: Account, claim: Claim) -> Lease:
+        """The lease ``claim`` took on ``account`` (as it stands after it)."""
+        assert account.count_day is not None  # a claim always sets it
+        return cls(
+            account=account,
+            day=account.count_day,
+            claimed_at=claim.now,
+            expires_at=claim.lease_until(),
+        )
 
 
 @runtime_checkable
@@ -78,27 +194,39 @@ class Storage(Protocol):
     """**Protocol**: where accounts and their usage counters live.
 
     Write a class with these methods to keep accounts anywhere; it needs no base
-    class. Rules every backend follows (``tests/storage/contract.py`` checks
-    them and can be reused for your own backend):
+    class (or subclass :class:`~mailpool.storage.SimpleStorage`, which derives
+    all of them from one locked read-modify-write). Rules every backend follows
+    (``mailpool.testing.StorageContract`` checks them and can be reused for your
+    own backend):
 
     - Methods raise only :class:`~mailpool.AccountNotFound`,
       :class:`~mailpool.ConfigurationError` (a duplicate email or id) or
       :class:`~mailpool.StorageError` raised ``from`` the driver's error.
     - Emails are unique, compared case-insensitively.
-    - :meth:`accounts` and :meth:`eligible` return accounts ordered by email.
-    - The usage fields (``sent_count``, ``count_day``, ``last_sent_at``) change
-      only through :meth:`reserve`, :meth:`release` and
-      :meth:`reset_daily_counts`; :meth:`add` stores them as given and
-      :meth:`update` keeps the stored ones.
-    - :meth:`reserve` is atomic: however many threads, processes or machines
-      call it, an account never gets more reservations on one day than its
-      ``daily_limit``, nor two within ``min_wait_time`` seconds.
+    - :meth:`accounts` returns accounts ordered by email.
+    - The usage fields (``sent_count``, ``count_day``, ``last_sent_at``,
+      ``in_flight``, ``lease_until``) change only through :meth:`claim`,
+      :meth:`complete`, :meth:`release` and :meth:`reset_daily_counts`;
+      :meth:`add` stores them as given and :meth:`update` keeps the stored ones.
+    - :meth:`claim` is atomic: however many threads, processes or machines
+      call it, an account never gets more claims on one day than its
+      ``daily_limit``, nor more than ``max_in_flight`` unexpired leases at
+      once, nor a claim within ``min_wait_time`` seconds of a delivery.
     """
 
     def add(self, account: Account, /) -> Account:
         """Store a new account and return it.
 
         :raises ConfigurationError: if its id or email is already stored.
+        """
+        ...
+
+    def add_many(self, accounts: Iterable[Account], /) -> int:
+        """Store new accounts atomically: all of them, or none.
+
+        :returns: how many were stored.
+        :raises ConfigurationError: if an id or email is already stored or
+            repeats within ``accounts`` (nothing is stored then).
         """
         ...
 
@@ -141,30 +269,34 @@ class Storage(Protocol):
         """
         ...
 
-    def eligible(self, scope: Scope, now: datetime, /) -> list[Account]:
-        """Accounts in ``scope`` that may send at ``now``, ordered by email.
+    def candidates(
+        self, claim: Claim, /, *, limit: int = CANDIDATE_SAMPLE
+    ) -> list[Account]:
+        """Up to ``limit`` accounts that ``claim`` may take (see
+        :meth:`Claim.allows`), a random sample when more are eligible, with
+        their counts rolled over to ``claim.day``. For custom selectors: the
+        work done must not grow with the number of accounts in scope."""
+        ...
 
-        Eligible means: status active, fewer sends on ``now.date()`` than the
-        daily limit, and at least ``min_wait_time`` seconds since the last send.
-        Counts are returned rolled over to ``now.date()``.
+    def claim(self, claim: Claim, /) -> Lease | None:
+        """Atomically pick an account ``claim`` allows, count one send on
+        ``claim.day`` and take a send slot until ``claim.lease_until()`` (the
+        rule of :meth:`Account.with_claim`).
+
+        :returns: the lease, or ``None`` when no account may be claimed.
         """
         ...
 
-    def reserve(self, account_id: str, now: datetime, /) -> Reservation | None:
-        """Atomically re-check eligibility and count one send at ``now``.
-
-        :returns: the reservation, or ``None`` if the account is no longer
-            eligible (another worker took the last unit, or it must wait).
-        :raises AccountNotFound: when there is no such account.
-        """
+    def complete(self, lease: Lease, now: datetime, /) -> None:
+        """End the lease of a delivered message: free its slot and stamp
+        ``last_sent_at`` with ``now`` (never moving it back). The unit stays
+        counted. Does nothing if the account is gone."""
         ...
 
-    def release(self, reservation: Reservation, /) -> None:
-        """Give back a reservation whose send failed, so it does not count.
-
-        Restores ``last_sent_at`` unless another send stamped it since. Does
-        nothing if the account is gone or its count has rolled over.
-        """
+    def release(self, lease: Lease, now: datetime, /) -> None:
+        """End the lease of a send that failed: free its slot and give back
+        its unit, so it does not count. Does nothing if the account is gone or
+        its count has rolled over to another day."""
         ...
 
     def reset_daily_counts(self, *, owner: str | None = None) -> int:
@@ -187,14 +319,3 @@ def duplicate_id(account_id: str) -> ConfigurationError:
 def duplicate_email(email: str, other_id: str) -> ConfigurationError:
     """The error every backend raises when another account has ``email``."""
     return ConfigurationError(f"another account ({other_id}) already uses {email!r}")
-
-
-def released(account: Account, reservation: Reservation) -> Account:
-    """``account`` with ``reservation`` given back (the rule of
-    :meth:`Storage.release`, shared by the backends that hold Account objects)."""
-    changes: dict[str, object] = {}
-    if account.count_day == reservation.day and account.sent_count > 0:
-        changes["sent_count"] = account.sent_count - 1
-    if account.last_sent_at == reservation.reserved_at:
-        changes["last_sent_at"] = reservation.previous_last_sent_at
-    return account.model_copy(update=changes) if changes else account

@@ -40,9 +40,11 @@ from typing import Any
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, SecretStr
 
+from mailpool.encryption import PREFIX as ENCRYPTED_PREFIX
+from mailpool.encryption import SecretBox, refuse_encrypted
 from mailpool.errors import ConfigurationError, StorageError
 from mailpool.models import Account
-from mailpool.storage._mapping import MappingStorage, changed
+from mailpool.storage.simple import SimpleStorage, changed
 
 __all__ = ["FORMAT_VERSION", "JSONStorage"]
 
@@ -57,16 +59,19 @@ _log = logging.getLogger("mailpool.storage.json")
 _INSTANCES: weakref.WeakSet[JSONStorage] = weakref.WeakSet()
 
 
-class JSONStorage(MappingStorage):
+class JSONStorage(SimpleStorage):
     """Accounts in one JSON file, shared safely by the threads and processes
     of one machine.
 
     :param path: the JSON file. It need not exist (a missing file is an empty
         storage, created by the first write), but its folder must. A relative
-        path is made absolute against the current directory when the storage
-        is created.
+        path is made absolute against the current directory, and symbolic
+        links are resolved, when the storage is created: every path to one
+        file shares one lock, and writes replace the real file, never the link.
     :param timeout: seconds to wait for the file lock before raising
         :class:`~mailpool.StorageError`.
+    :param encryption: a :class:`~mailpool.encryption.SecretBox` to keep
+        passwords and tokens encrypted in the file (the rest stays readable).
 
     File locks do not work reliably on network file systems (NFS, SMB): to
     share accounts between machines, use :class:`~mailpool.SQLStorage`.
@@ -74,8 +79,15 @@ class JSONStorage(MappingStorage):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
-        self._path = Path(path).absolute()
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 60.0,
+        encryption: SecretBox | None = None,
+    ) -> None:
+        self._encryption = encryption
+        self._path = Path(os.path.realpath(Path(path).absolute()))
         self._location = str(self._path)
         self._lock_path = self._path.with_name(self._path.name + ".lock")
         self._timeout = timeout
@@ -121,19 +133,22 @@ class JSONStorage(MappingStorage):
 
     @property
     def path(self) -> Path:
-        """The JSON file (absolute)."""
+        """The JSON file (absolute, symbolic links resolved)."""
         return self._path
 
     def __repr__(self) -> str:
         return f"<JSONStorage {str(self._path)!r}>"
 
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[Mapping[str, Account]]:
+    def locked_read(self) -> Iterator[Mapping[str, Account]]:
+        """The accounts in the file, under its lock (see :class:`SimpleStorage`)."""
         with self._locked():
             yield self._load()
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[dict[str, Account]]:
+    def locked_write(self) -> Iterator[dict[str, Account]]:
+        """The accounts to change, under the file's lock; the file is rewritten
+        atomically when they changed (see :class:`SimpleStorage`)."""
         with self._locked():
             before = self._load()
             accounts = dict(before)
@@ -198,7 +213,7 @@ class JSONStorage(MappingStorage):
         if self._cache is not None and self._cache[0] == data:
             return self._cache[1]
         self._cache = None
-        accounts = _parse(data, self._path)
+        accounts = _parse(data, self._path, self._encryption)
         self._cache = (data, accounts)
         _log.debug("read %d accounts from %s", len(accounts), self._path)
         return accounts
@@ -207,7 +222,9 @@ class JSONStorage(MappingStorage):
         """Write ``accounts`` atomically (the caller holds the locks)."""
         document = {
             "version": FORMAT_VERSION,
-            "accounts": [_dump(account) for account in accounts.values()],
+            "accounts": [
+                _dump(account, self._encryption) for account in accounts.values()
+            ],
         }
         data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
         folder = self._path.parent
@@ -250,21 +267,42 @@ class JSONStorage(MappingStorage):
         self._swept = True
 
 
-def _dump(model: BaseModel) -> dict[str, Any]:
-    """``model`` as JSON data, with secrets in clear and sets sorted."""
+def _dump(model: BaseModel, box: SecretBox | None) -> dict[str, Any]:
+    """``model`` as JSON data, with secrets in clear (or encrypted by ``box``)
+    and sets sorted."""
     data = model.model_dump(mode="json")
     for name in type(model).model_fields:
         value = getattr(model, name)
         if isinstance(value, SecretStr):
-            data[name] = value.get_secret_value()
+            secret = value.get_secret_value()
+            data[name] = box.encrypt(secret) if box else secret
         elif isinstance(value, BaseModel):
-            data[name] = _dump(value)
+            data[name] = _dump(value, box)
         elif isinstance(value, (set, frozenset)):
             data[name] = sorted(data[name])
     return data
 
 
-def _parse(data: bytes, path: Path) -> dict[str, Account]:
+def _secrets_opened(item: dict[str, Any], box: SecretBox | None) -> dict[str, Any]:
+    """``item`` with its encrypted secrets decrypted by ``box``.
+
+    :raises ValueError: for a secret no key decrypts, or an encrypted one
+        without ``box``.
+    """
+    opened = dict(item)
+    for key in ("smtp", "oauth2"):
+        section = item.get(key)
+        if not isinstance(section, dict):
+            continue
+        section = dict(section)
+        for name, value in section.items():
+            if isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX):
+                section[name] = box.decrypt(value) if box else refuse_encrypted(value)
+        opened[key] = section
+    return opened
+
+
+def _parse(data: bytes, path: Path, box: SecretBox | None) -> dict[str, Account]:
     """Validate the file's bytes; raise StorageError saying what is wrong.
 
     Messages name positions, fields and ids, never a value that could be secret.
@@ -288,6 +326,10 @@ def _parse(data: bytes, path: Path) -> dict[str, Account]:
         raise corrupt(
             f"it is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from exc
+    except RecursionError:
+        raise corrupt("it is nested too deeply to be an account file") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise corrupt(f"it holds a value JSON cannot represent here ({exc})") from None
     if not isinstance(document, dict):
         raise corrupt('the top level must be an object {"version": 1, "accounts": []}')
     version = document.get("version")
@@ -312,9 +354,15 @@ def _parse(data: bytes, path: Path) -> dict[str, Account]:
         if not isinstance(item, dict):
             raise corrupt(f"account #{index} is not an object")
         try:
+            item = _secrets_opened(item, box)
+        except ValueError as exc:
+            raise corrupt(f"account #{index}: {exc}") from None
+        try:
             account = Account(**item)
         except ConfigurationError as exc:
             raise corrupt(f"account #{index}: {exc}") from None
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise corrupt(f"account #{index}: {type(exc).__name__}") from None
         if account.id in ids:
             raise corrupt(
                 f"accounts #{ids[account.id]} and #{index} have the same id "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailpool.transport.base import Transport
+from mailpool.transport.oauth2 import RefreshTokenGrant, TokenProvider
 from mailpool.transport.smtp import SMTPTransport
 
-__all__ = ["SMTPTransport", "Transport"]
+__all__ = ["RefreshTokenGrant", "SMTPTransport", "TokenProvider", "Transport"]

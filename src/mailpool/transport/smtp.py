@@ -1,106 +1,122 @@
 """SMTPTransport: smtplib with STARTTLS, implicit TLS, AUTH and XOAUTH2.
 
-This is the only module that handles smtplib's exceptions; it maps them onto
-mailpool's error tree (see :mod:`mailpool.errors`).
+The sessions live here; the client (deadline, UTF-8 AUTH, 7-bit or 8BITMIME
+flattening) is in :mod:`mailpool.transport._client`, and the mapping of
+smtplib's errors onto mailpool's error tree in :mod:`mailpool.transport._errors`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import smtplib
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
 
 from mailpool._validation import message_recipients
 from mailpool.errors import (
     AuthenticationError,
+    ConfigurationError,
     ConnectFailure,
-    DeliveryUnknown,
-    MessageRejected,
-    SendError,
     TemporarySendError,
 )
 from mailpool.models import Account
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
+from mailpool.storage.base import Storage
+from mailpool.transport._client import Client, SSLClient, flatten
+from mailpool.transport._errors import login_name, map_errors, scrubbed
+from mailpool.transport.oauth2 import RefreshTokenGrant, TokenKeeper, TokenProvider
 
 __all__ = ["SMTPTransport"]
 
 log = logging.getLogger("mailpool.transport")
 
 
-class _TrackedSMTP(smtplib.SMTP):
-    """smtplib.SMTP that knows when the message body has left.
-
-    Once the body is on the wire, a lost reply (timeout, disconnect) no longer
-    means "not sent": the server may have queued the message. ``data()`` sends
-    the DATA command as ``str`` (through ``putcmd``) and the body as ``bytes``.
-    """
-
-    body_sent = False
-    _in_data = False
-
-    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
-        self._in_data = True  # SMTPTransport.send resets body_sent per message
-        try:
-            return super().data(msg)
-        finally:
-            self._in_data = False
-
-    def send(self, s: ReadableBuffer | str) -> None:
-        if self._in_data and not isinstance(s, str):
-            self.body_sent = True
-        super().send(s)
-
-
-class _TrackedSMTP_SSL(_TrackedSMTP, smtplib.SMTP_SSL):
-    """Implicit-TLS variant of :class:`_TrackedSMTP`."""
-
-
 @dataclass
 class _Session:
-    connection: _TrackedSMTP
+    connection: Client
     fingerprint: int
     generation: int
+    idle_since: float = 0.0
+    reused: bool = False
 
 
 class SMTPTransport:
     """Sends over SMTP with smtplib, keeping one idle session per account.
 
-    Sessions are reused between sends (checked with ``NOOP`` first), which
-    saves the TCP, TLS and AUTH round trips of a new connection; call
-    :meth:`close` (or close the pool) to end them.
+    Sessions are reused between sends, which saves the TCP, TLS and AUTH
+    round trips of a new connection; call :meth:`close` (or close the pool) to
+    end them. A session idle for more than 10 s is checked with ``NOOP``
+    first, and a reused session that turns out closed before the message left
+    is replaced by a new one at once (the server dropped an idle connection).
 
     :param timeout: seconds for connecting and for each SMTP reply.
+    :param deadline: seconds for one whole attempt, from connecting (or
+        reusing a session) to the final reply: a server that trickles its
+        replies cannot hold a send, its worker and its lease for longer.
     :param ssl_context: TLS settings for STARTTLS and implicit TLS; the default
         verifies certificates against the system's CAs. Pass a context that
         trusts your private CA rather than turning verification off.
     :param reuse_connections: keep sessions open between sends.
+    :param token_provider: renews the OAuth2 access tokens of accounts with a
+        refresh token (:class:`~mailpool.transport.oauth2.RefreshTokenGrant`
+        by default), shortly before they expire and once more when the
+        server refuses one (the login is then tried once again). The pool
+        saves renewed tokens through its storage (:meth:`bind_storage`).
     """
+
+    noop_after = 10.0
+    """Seconds a session may sit idle before its next use is checked with NOOP."""
+    token_refresh_margin = 300.0
+    """Seconds before its expiry at which an OAuth2 access token is renewed."""
 
     def __init__(
         self,
         *,
         timeout: float = 30.0,
+        deadline: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
         reuse_connections: bool = True,
+        token_provider: TokenProvider | None = None,
     ) -> None:
+        for name, value in (("timeout", timeout), ("deadline", deadline)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value)) or (
+                value <= 0
+            ):
+                raise ConfigurationError(
+                    f"SMTPTransport {name} must be a positive number of seconds "
+                    f"(got {value!r})"
+                )
         self.timeout = timeout
+        self.deadline = deadline
         self._ssl_context = ssl_context
         self._reuse = reuse_connections
         self._idle: dict[str, list[_Session]] = {}
         self._generation = 0  # bumped by close(): older sessions are not kept
         self._lock = threading.Lock()
+        self._tokens = TokenKeeper(token_provider or RefreshTokenGrant())
 
     def __repr__(self) -> str:
         return f"<SMTPTransport timeout={self.timeout} reuse={self._reuse}>"
+
+    @property
+    def token_provider(self) -> TokenProvider:
+        """What renews OAuth2 access tokens."""
+        return self._tokens.provider
+
+    def bind_storage(self, storage: Storage, /) -> None:
+        """Save renewed OAuth2 tokens (and rotated refresh tokens) through
+        ``storage``, so that every worker sharing it uses them.
+        :class:`~mailpool.AccountPool` calls it with its storage.
+
+        .. versionadded:: 0.2
+        """
+        self._tokens.bind(storage)
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -111,21 +127,48 @@ class SMTPTransport:
 
     def send(self, account: Account, message: EmailMessage, /) -> Sequence[str]:
         """Send ``message`` from ``account``; see :meth:`Transport.send`."""
-        session = self._checkout(account)
-        session.connection.body_sent = False
-        with _map_errors(account, session.connection), self._discard_on_error(session):
-            refused = session.connection.send_message(
-                message, from_addr=account.email, to_addrs=message_recipients(message)
-            )
+        recipients = message_recipients(message)
+        deadline = time.monotonic() + self.deadline
+        account = self._tokens.current(account)
+        with scrubbed():
+            session = self._checkout(account, deadline)
+            try:
+                refused = self._send_on(session, account, message, recipients)
+            except TemporarySendError as exc:
+                closed = isinstance(exc, ConnectFailure) or exc.smtp_code == 421
+                if not (closed and session.reused) or session.connection.body_sent:
+                    raise
+                # The server closed the idle session before the message left.
+                log.debug(
+                    "reused session of %s was closed; reconnecting", account.email
+                )
+                session = self._open(account, deadline)
+                refused = self._send_on(session, account, message, recipients)
         self._checkin(account, session)
         return tuple(refused)
 
+    def _send_on(
+        self,
+        session: _Session,
+        account: Account,
+        message: EmailMessage,
+        recipients: list[str],
+    ) -> dict[str, tuple[int, bytes]]:
+        client = session.connection
+        client.body_sent = False
+        with map_errors(account, client), self._discard_on_error(session):
+            data, options = flatten(client, message)
+            return client.sendmail(account.email, recipients, data, options)
+
     def check(self, account: Account, /) -> str:
         """Connect and log in, then quit; see :meth:`Transport.check`."""
-        _quit(self._open(account).connection)
+        with scrubbed():
+            session = self._open(account, time.monotonic() + self.deadline)
+        _quit(session.connection)
+        account = self._tokens.current(account)
         settings = account.smtp
         how = "STARTTLS" if settings.use_tls else "TLS" if settings.use_ssl else "plain"
-        login = _login_name(account)
+        login = login_name(account)
         done = f" and logged in as {login}" if login else " (no login configured)"
         return f"Connected to {settings.host}:{settings.port} ({how}){done}."
 
@@ -138,18 +181,24 @@ class SMTPTransport:
         for session in sessions:
             _quit(session.connection)
 
-    def _checkout(self, account: Account) -> _Session:
+    def _checkout(self, account: Account, deadline: float) -> _Session:
         fingerprint = _fingerprint(account)
         with self._lock:
             stack = self._idle.get(account.id, [])
             session = stack.pop() if stack else None
         if session is not None:
-            if session.fingerprint == fingerprint and _alive(session.connection):
+            fresh = time.monotonic() - session.idle_since < self.noop_after
+            session.connection.deadline = deadline
+            if session.fingerprint == fingerprint and (
+                fresh or _alive(session.connection)
+            ):
+                session.reused = True
                 return session
             _quit(session.connection)
-        return self._open(account)
+        return self._open(account, deadline)
 
     def _checkin(self, account: Account, session: _Session) -> None:
+        session.idle_since = time.monotonic()
         with self._lock:
             keep = self._reuse and session.generation == self._generation
             if keep:
@@ -167,53 +216,71 @@ class SMTPTransport:
             session.connection.close()
             raise
 
-    def _open(self, account: Account) -> _Session:
+    def _open(self, account: Account, deadline: float) -> _Session:
+        """A new, logged-in session; an OAuth2 access token that expires soon
+        is renewed first, and one the server refuses is renewed (or replaced
+        by one another worker stored) and tried once more."""
+        account, renewed = self._tokens.fresh(account, self.token_refresh_margin)
+        try:
+            return self._connect(account, deadline)
+        except AuthenticationError as exc:
+            if renewed or exc.smtp_code != 535 or not _uses_xoauth2(account):
+                raise
+            retry = self._tokens.after_refusal(account)
+            if retry is None:
+                raise
+        log.info(
+            "%s refused the OAuth2 access token of %s; trying a renewed one",
+            account.smtp.host,
+            account.email,
+        )
+        return self._connect(retry, deadline)
+
+    def _connect(self, account: Account, deadline: float) -> _Session:
         settings = account.smtp
         _check_token_fresh(account)
-        with _map_errors(account):
-            if settings.use_ssl:
-                connection: _TrackedSMTP = _TrackedSMTP_SSL(
-                    settings.host,
-                    settings.port,
-                    timeout=self.timeout,
-                    context=self.ssl_context,
-                )
-            else:
-                connection = _TrackedSMTP(
-                    settings.host, settings.port, timeout=self.timeout
-                )
-            session = _Session(connection, _fingerprint(account), self._generation)
-            with self._discard_on_error(session):
+        connection: Client = (
+            SSLClient(timeout=self.timeout, context=self.ssl_context)
+            if settings.use_ssl
+            else Client(timeout=self.timeout)
+        )
+        connection.deadline = deadline
+        # smtplib takes the TLS server name from the constructor's host, which
+        # would also connect at once, before the deadline is set.
+        connection._host = settings.host  # type: ignore[attr-defined]
+        session = _Session(connection, _fingerprint(account), self._generation)
+        with map_errors(account), self._discard_on_error(session):
+            code, greeting = connection.connect(settings.host, settings.port)
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, greeting)
+            connection.ehlo()
+            if settings.use_tls:
+                connection.starttls(context=self.ssl_context)
                 connection.ehlo()
-                if settings.use_tls:
-                    connection.starttls(context=self.ssl_context)
-                    connection.ehlo()
-                _authenticate(connection, account)
+            _authenticate(connection, account)
         log.debug("opened SMTP session for %s", account.email)
         return session
 
 
-def _login_name(account: Account) -> str | None:
-    settings = account.smtp
-    has_token = account.oauth2 is not None and account.oauth2.access_token is not None
-    if settings.password is None and not has_token:
-        return None
-    return settings.username or account.email
-
-
 def _check_token_fresh(account: Account) -> None:
-    """Fail before connecting when the OAuth2 access token has expired."""
+    """Fail before connecting when the OAuth2 access token has expired (and
+    could not be renewed)."""
     expiry = account.oauth2.token_expiry if account.oauth2 else None
     if expiry is not None and expiry <= datetime.now(timezone.utc):
         raise AuthenticationError(
             f"the OAuth2 access token of {account.email} expired at "
-            f"{expiry.isoformat()}: store a fresh one",
+            f"{expiry.isoformat()}: store a fresh one, or a refresh token and "
+            "client id so that it is renewed automatically (see docs/oauth2.md)",
             account_id=account.id,
         )
 
 
-def _authenticate(connection: smtplib.SMTP, account: Account) -> None:
-    login = _login_name(account)
+def _uses_xoauth2(account: Account) -> bool:
+    return account.oauth2 is not None and account.oauth2.access_token is not None
+
+
+def _authenticate(connection: Client, account: Account) -> None:
+    login = login_name(account)
     if login is None:
         return
     oauth = account.oauth2
@@ -229,7 +296,7 @@ def _authenticate(connection: smtplib.SMTP, account: Account) -> None:
         connection.auth("XOAUTH2", xoauth2)
     else:
         assert account.smtp.password is not None
-        connection.login(login, account.smtp.password.get_secret_value())
+        connection.login_once(login, account.smtp.password.get_secret_value())
 
 
 def _fingerprint(account: Account) -> int:
@@ -256,125 +323,3 @@ def _quit(connection: smtplib.SMTP) -> None:
         connection.quit()
     except (smtplib.SMTPException, OSError):
         connection.close()
-
-
-def _reply(code: int, text: bytes | str) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{code} {text}".strip()
-
-
-@contextlib.contextmanager
-def _map_errors(
-    account: Account, connection: _TrackedSMTP | None = None
-) -> Iterator[None]:
-    """Turn smtplib, ssl and socket errors into mailpool's SendError tree."""
-    server = f"{account.smtp.host}:{account.smtp.port}"
-    aid = account.id
-    try:
-        try:
-            yield
-        except OSError as exc:  # smtplib's errors are OSErrors too
-            lost_reply = not isinstance(exc, smtplib.SMTPResponseException)
-            if connection is not None and connection.body_sent and lost_reply:
-                raise DeliveryUnknown(
-                    f"{server} received the message but its reply was lost "
-                    f"({exc}): it may have been delivered, so it counts and is "
-                    "not sent again",
-                    account_id=aid,
-                ) from exc
-            raise
-    except SendError:
-        raise
-    except smtplib.SMTPAuthenticationError as exc:
-        raise AuthenticationError(
-            f"{server} refused the login of {_login_name(account)}: "
-            f"{_reply(exc.smtp_code, exc.smtp_error)}",
-            smtp_code=exc.smtp_code,
-            account_id=aid,
-        ) from exc
-    except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _ in exc.recipients.values()]
-        details = "; ".join(
-            f"{address}: {_reply(code, text)}"
-            for address, (code, text) in exc.recipients.items()
-        )
-        if any(400 <= code < 500 for code in codes):
-            raise TemporarySendError(
-                f"{server} refused every recipient, some only for now: {details}",
-                smtp_code=codes[0],
-                account_id=aid,
-            ) from exc
-        raise MessageRejected(
-            f"{server} refused every recipient for good: {details}",
-            recipients=exc.recipients,
-            smtp_code=max(codes),
-            account_id=aid,
-        ) from exc
-    except smtplib.SMTPDataError as exc:
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        if 400 <= exc.smtp_code < 500:
-            raise TemporarySendError(
-                f"{server} deferred the message: {reply}",
-                smtp_code=exc.smtp_code,
-                account_id=aid,
-            ) from exc
-        raise MessageRejected(
-            f"{server} refused the message: {reply}",
-            smtp_code=exc.smtp_code,
-            account_id=aid,
-        ) from exc
-    except smtplib.SMTPResponseException as exc:
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        if exc.smtp_code in (530, 534, 535):
-            raise AuthenticationError(
-                f"{server} requires a login that {account.email} did not give "
-                f"or was refused: {reply}",
-                smtp_code=exc.smtp_code,
-                account_id=aid,
-            ) from exc
-        if 400 <= exc.smtp_code < 500:
-            raise TemporarySendError(
-                f"{server} answered {reply}", smtp_code=exc.smtp_code, account_id=aid
-            ) from exc
-        raise SendError(
-            f"{server} answered {reply}", smtp_code=exc.smtp_code, account_id=aid
-        ) from exc
-    except smtplib.SMTPServerDisconnected as exc:
-        # smtplib reports a read timeout as a disconnect.
-        what = (
-            "did not answer in time"
-            if "timed out" in str(exc)
-            else ("closed the connection unexpectedly")
-        )
-        raise ConnectFailure(f"{server} {what}", account_id=aid) from exc
-    except smtplib.SMTPNotSupportedError as exc:
-        raise SendError(
-            f"{server} does not support what is needed: {exc}", account_id=aid
-        ) from exc
-    except smtplib.SMTPException as exc:
-        raise SendError(f"SMTP error with {server}: {exc}", account_id=aid) from exc
-    except ssl.SSLCertVerificationError as exc:
-        raise SendError(
-            f"the TLS certificate of {server} could not be verified "
-            f"({exc.verify_message}): for a private CA pass "
-            "SMTPTransport(ssl_context=...) that trusts it",
-            account_id=aid,
-        ) from exc
-    except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
-        raise ConnectFailure(
-            f"{server} closed the connection during the TLS handshake",
-            account_id=aid,
-        ) from exc
-    except ssl.SSLError as exc:
-        raise SendError(
-            f"TLS with {server} failed ({exc.reason}): check that use_ssl is set "
-            "for implicit TLS ports (465) and use_tls for STARTTLS ports (587)",
-            account_id=aid,
-        ) from exc
-    except TimeoutError as exc:
-        raise ConnectFailure(
-            f"{server} did not answer in time", account_id=aid
-        ) from exc
-    except OSError as exc:
-        raise ConnectFailure(f"cannot reach {server}: {exc}", account_id=aid) from exc
