@@ -110,6 +110,71 @@ start_postgres() {
     log "warning: could not start PostgreSQL; the PostgreSQL tests will be skipped"
 }
 
+# --- Django matrix: tests/contrib_django on every supported Django ------------
+# .venv has the Django that pip picks for its interpreter (5.2 LTS on 3.11,
+# 6.1 on 3.12+); the main pytest run covers that one. Each other version gets
+# a virtualenv of its own, reused like .venv (re-installed only when
+# pyproject.toml, the interpreter or the version changes), on an interpreter
+# it supports. Its run puts the default database on PostgreSQL when there is
+# one, so the admin, backend and endpoint tests see PostgreSQL too.
+DJANGO_VERSIONS=("5.2" "6.1")
+
+python_for_django() { # VERSION -> an interpreter that Django VERSION supports
+    local minimum=3.10 candidate
+    [[ $1 == 6.* ]] && minimum=3.12
+    for candidate in python3 python3.13 python3.12 \
+        "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c "import sys; sys.exit(sys.version_info < tuple(map(int, '$minimum'.split('.'))))" 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+setup_django_venv() { # VERSION PYTHON -> prints the venv's python
+    local version=$1 python=$2 dir=$VENV/matrix/django-$1 stamp want
+    if ! "$dir/bin/python" -c '' >/dev/null 2>&1; then
+        log "creating virtualenv $dir (Django $version)"
+        "$python" -m venv --clear "$dir" >&2
+    fi
+    stamp=$dir/.mailpool-dev.stamp
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$dir/bin/python" -VV) django~=$version.0"
+    if [[ ! -f $stamp || $(<"$stamp") != "$want" ]]; then
+        log "installing mailpool[dev] with Django $version into $dir..."
+        "$dir/bin/python" -m pip install -qq --disable-pip-version-check \
+            -e '.[dev]' "django~=$version.0" >&2
+        printf '%s\n' "$want" >"$stamp"
+    fi
+    printf '%s\n' "$dir/bin/python"
+}
+
+django_matrix() {
+    local main version python venv_python database=sqlite
+    main=$("$VENV/bin/python" -c 'import django; print("%d.%d" % django.VERSION[:2])')
+    [[ -n ${MAILPOOL_TEST_POSTGRES_URL:-} ]] && database=postgresql
+    for version in "${DJANGO_VERSIONS[@]}"; do
+        [[ $version == "$main" ]] && continue # the main pytest run covers it
+        if ! python=$(python_for_django "$version"); then
+            if is_ci; then
+                log "error: no Python interpreter for Django $version (3.12+ for Django 6)"
+                exit 1
+            fi
+            log "warning: no Python interpreter for Django $version; skipping it"
+            continue
+        fi
+        if command -v flock >/dev/null 2>&1; then
+            exec 8>>"/tmp/mailpool-venv-$(id -u)-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)-django-$version.lock"
+            flock 8
+        fi
+        venv_python=$(setup_django_venv "$version" "$python")
+        if command -v flock >/dev/null 2>&1; then exec 8>&-; fi
+        header "pytest tests/contrib_django: Django $version on $("$venv_python" -V), default database $database"
+        MAILPOOL_TEST_DJANGO_DB=$database "$venv_python" -m pytest -q tests/contrib_django
+    done
+}
+
 setup_venv
 export VIRTUAL_ENV=$VENV PATH=$VENV/bin:$PATH
 start_postgres
@@ -131,5 +196,6 @@ export MAILPOOL_DIST
 build_log=$("$VENV/bin/python" -m build --outdir "$MAILPOOL_DIST" . 2>&1) ||
     { printf '%s\n' "$build_log" >&2; exit 1; }
 "$VENV/bin/twine" check --strict "$MAILPOOL_DIST"/*
+django_matrix
 header "pytest${*:+ $*}"
 "$VENV/bin/python" -m pytest "$@"

@@ -30,6 +30,9 @@ from mailpool import (  # noqa: E402
     SMTPTransport,
 )
 from mailpool.testing import ManualClock  # noqa: E402
+
+pytest.register_assert_rewrite("mailpool.testing.storage")
+
 from pooltools import ALICE, AccountFactory, PoolFactory  # noqa: E402
 from smtpserver import OAUTH_TOKENS, USERS, SMTPTestServer  # noqa: E402
 

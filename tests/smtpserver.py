@@ -400,6 +400,9 @@ class _Handler:
         rejection = self._owner._rejection_for(address)
         if rejection is not None:
             return rejection
+        limit = self._owner.max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
@@ -549,6 +552,9 @@ class SMTPTestServer:
         self._commands: list[str] = []
         self._auth_attempts = 0
         self._controller: _Controller | None = None
+        self.max_recipients: int | None = None
+        """Recipients one transaction may have; the next are answered
+        ``452 4.5.3 Too many recipients`` (None: no limit)."""
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -106,6 +106,11 @@ def test_add_takes_every_field_as_an_option(url: str) -> None:
         "last_sent_at": None,
         "in_flight": 0,
         "lease_until": None,
+        "paused_until": None,
+        "pause_kind": None,
+        "consecutive_failures": 0,
+        "last_error": None,
+        "last_error_at": None,
         "secrets_set": ["smtp.password"],
     }
     assert printed["smtp"] == {

@@ -408,6 +408,8 @@ def test_usage_shows_counts_limits_and_the_next_send(
         "SEND",
         "LAST",
         "ERROR",
+        "ERROR",
+        "AT",
     ]
     assert table[1].split()[:6] == [ALICE, "active", "2", "30", "28", "now"]
     assert table[3].split()[:6] == [CAROL, "inactive", "0", "30", "30", "-"]

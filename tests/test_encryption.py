@@ -3,7 +3,9 @@ refused without changing anything, and key rotation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,17 +37,34 @@ def account() -> Account:
     )
 
 
-@pytest.fixture
-def location(tmp_path: Path) -> Path:
-    return tmp_path / "accounts.json"
+@pytest.fixture(params=["json", "sqlite"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The file of the storage: a JSON file or a SQLite database."""
+    return tmp_path / ("accounts.json" if request.param == "json" else "accounts.db")
 
 
 @pytest.fixture
 def open_storage(location: Path) -> Opener:
-    def open_(box: SecretBox | None) -> Storage:
-        return JSONStorage(location, encryption=box)
+    if location.suffix == ".json":
 
-    return open_
+        def open_(box: SecretBox | None) -> Storage:
+            return JSONStorage(location, encryption=box)
+
+        return open_
+    from sqlalchemy.pool import NullPool
+
+    from mailpool import SQLStorage
+
+    def open_sql(box: SecretBox | None) -> Storage:
+        # No pooled connection stays open, so that SQLite checkpoints its WAL
+        # into the file after each operation: the file's bytes say it all.
+        return SQLStorage(
+            f"sqlite:///{location}",
+            encryption=box,
+            engine_options={"poolclass": NullPool},
+        )
+
+    return open_sql
 
 
 def test_secrets_are_encrypted_at_rest_and_read_back(
@@ -123,6 +142,13 @@ def test_rewrites_keep_the_same_ciphertext(
 
 
 def _stored_password(location: Path, account_id: str) -> str:
+    if location.suffix == ".db":
+        with contextlib.closing(sqlite3.connect(location)) as conn:
+            (value,) = conn.execute(
+                "SELECT smtp_password FROM mailpool_accounts WHERE id = ?",
+                (account_id,),
+            ).fetchone()
+        return str(value)
     document = json.loads(location.read_text())
     (item,) = [a for a in document["accounts"] if a["id"] == account_id]
     return str(item["smtp"]["password"])

@@ -742,15 +742,7 @@ def test_processes_renewing_one_account_at_once_keep_the_newest_token(
     assert stored.status is AccountStatus.ACTIVE
     issue = tokens.issue_of(refresh)
     assert issue is not None and issue.access_token == access  # one response
-    newest = issue.generation == max(i.generation for i in issued)
-    if not newest and "sqlite" in storage_url:
-        # SQLStorage is no TokenStore yet: it saves with a read, then an
-        # update, and a worker whose update waited for SQLite's write lock
-        # can put back an older refresh token.
-        with contextlib.closing(open_storage(storage_url)) as storage:
-            assert not isinstance(storage, TokenStore)
-        pytest.xfail("SQLStorage has no atomic save_oauth2_tokens() yet")
-    assert newest
+    assert issue.generation == max(i.generation for i in issued)  # the newest
     if expires_in > 300:
         assert len(issued) <= processes  # at most one renewal per process
     else:

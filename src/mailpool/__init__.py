@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from mailpool._retry import RetryPolicy
 from mailpool.errors import (
+    AccountBroken,
+    AccountError,
     AccountNotFound,
+    AccountQuotaExceeded,
+    AccountThrottled,
     AuthenticationError,
     ConfigurationError,
     ConnectFailure,
@@ -23,8 +27,10 @@ from mailpool.errors import (
     StorageError,
     TemporarySendError,
 )
+from mailpool.health import HealthPolicy
 from mailpool.models import (
     Account,
+    AccountExplanation,
     AccountStatus,
     AccountUsage,
     ConnectionTestResult,
@@ -34,6 +40,7 @@ from mailpool.models import (
 )
 from mailpool.pool import AccountPool
 from mailpool.providers import PROVIDERS, ConnectionType, ProviderPreset
+from mailpool.replies import ReplyRules
 from mailpool.selection import (
     LeastUsedSelector,
     RandomSelector,
@@ -60,9 +67,14 @@ __version__ = "0.1.0"
 __all__ = [
     "PROVIDERS",
     "Account",
+    "AccountBroken",
+    "AccountError",
+    "AccountExplanation",
     "AccountNotFound",
     "AccountPool",
+    "AccountQuotaExceeded",
     "AccountStatus",
+    "AccountThrottled",
     "AccountUsage",
     "AuthenticationError",
     "Claim",
@@ -71,6 +83,7 @@ __all__ = [
     "ConnectionTestResult",
     "ConnectionType",
     "DeliveryUnknown",
+    "HealthPolicy",
     "InMemoryStorage",
     "JSONStorage",
     "Lease",
@@ -82,6 +95,7 @@ __all__ = [
     "OAuth2Credentials",
     "ProviderPreset",
     "RandomSelector",
+    "ReplyRules",
     "RetryPolicy",
     "RoundRobinSelector",
     "SMTPSettings",

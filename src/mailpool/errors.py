@@ -11,16 +11,19 @@ builtin, the error also derives from it, so ``except ValueError`` or
     │   │                                      error is chained as __cause__
     │   └── AccountNotFound (also KeyError)
     ├── NoAccountAvailable                     .reason, .retry_after
-    └── SendError                              .account_id, .smtp_code
+    └── SendError                              .account_id, .smtp_code, .reply_class
         ├── TemporarySendError                 4xx, disconnects, timeouts: retried,
         │   │                                  then failover
         │   └── ConnectFailure (also ConnectionError)
         ├── DeliveryUnknown                    reply lost after the body was sent:
         │                                      counted, no retry, no failover
-        ├── AuthenticationError                530/534/535: account -> status error,
-        │                                      failover
-        └── MessageRejected                    5xx on RCPT/DATA: .recipients; no retry,
-                                               no failover
+        ├── AccountError                       the reply is about the account: failover
+        │   ├── AccountBroken                  account -> status error
+        │   │   └── AuthenticationError        530/534/535
+        │   ├── AccountQuotaExceeded           held at its cap until the next reset
+        │   └── AccountThrottled               cools down for a while
+        └── MessageRejected                    the message or its recipients refused:
+                                               .recipients; no retry, no failover
 
 Whether the pool retries, fails over or gives up is decided by the exception type
 alone. No error message or attribute ever holds a password or a token.
@@ -33,7 +36,11 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "AccountBroken",
+    "AccountError",
     "AccountNotFound",
+    "AccountQuotaExceeded",
+    "AccountThrottled",
     "AuthenticationError",
     "ConfigurationError",
     "ConnectFailure",
@@ -121,6 +128,11 @@ class NoAccountReason(str, enum.Enum):
     ALL_BUSY = "all_busy"
     """Every active account with quota left has ``max_in_flight`` sends in
     flight (``retry_after``: when the oldest abandoned one would expire)."""
+    ALL_PAUSED = "all_paused"
+    """Every other active account is held at its provider's quota or cooling
+    down after a throttling reply (``retry_after``: when the first pause ends).
+
+    .. versionadded:: 0.2"""
 
 
 class NoAccountAvailable(MailpoolError):
@@ -149,6 +161,9 @@ class SendError(MailpoolError):
 
     :param account_id: the account the send went through, when known.
     :param smtp_code: the SMTP reply code, when the server sent one.
+    :param reply_class: what the reply meant (a
+        :class:`~mailpool.replies.ReplyClass` value such as
+        ``"account_quota"``), when a reply was classified.
     """
 
     def __init__(
@@ -157,10 +172,12 @@ class SendError(MailpoolError):
         *,
         account_id: str | None = None,
         smtp_code: int | None = None,
+        reply_class: str | None = None,
     ) -> None:
         super().__init__(message)
         self.account_id = account_id
         self.smtp_code = smtp_code
+        self.reply_class = reply_class
 
 
 class TemporarySendError(SendError):
@@ -181,15 +198,61 @@ class DeliveryUnknown(SendError):
     """
 
 
-class AuthenticationError(SendError):
+class AccountError(SendError):
+    """The server's reply is about the account, not the message: another
+    account may deliver it, so the pool fails over.
+
+    .. versionadded:: 0.2
+    """
+
+
+class AccountBroken(AccountError):
+    """The account cannot send as configured: refused credentials, a sender
+    it does not own, relaying denied to it, basic authentication turned off.
+
+    The pool sets the account's status to ``error`` with the reason and
+    fails over.
+
+    .. versionadded:: 0.2
+    """
+
+
+class AccountQuotaExceeded(AccountError):
+    """The provider says the account reached its own sending quota (Gmail
+    ``550 5.4.5 Daily user sending quota exceeded``), even when the local
+    count is lower.
+
+    The pool holds the account at its cap until its next daily reset and
+    fails over.
+
+    .. versionadded:: 0.2
+    """
+
+
+class AccountThrottled(AccountError):
+    """The provider asks the account to slow down (``421 4.7.0``,
+    ``450 4.7.1``, Microsoft ``432 4.3.2``).
+
+    The pool lets the account cool down (stored, so every worker respects
+    it) and fails over.
+
+    .. versionadded:: 0.2
+    """
+
+
+class AuthenticationError(AccountBroken):
     """The server refused the account's credentials (530, 534, 535).
 
     The pool marks the account ``error`` with the reason and fails over.
+
+    .. versionchanged:: 0.2
+       Derives from :class:`AccountBroken`.
     """
 
 
 class MessageRejected(SendError):
-    """The server refused the message or its recipients for good (5xx on RCPT/DATA).
+    """The server refused the message or its recipients for good (a
+    ``recipient`` or ``message`` reply, see :mod:`mailpool.replies`).
 
     Another account would get the same answer, so the pool neither retries nor
     fails over. ``recipients`` lists the refused addresses (empty when the whole
@@ -203,6 +266,12 @@ class MessageRejected(SendError):
         recipients: Iterable[str] = (),
         account_id: str | None = None,
         smtp_code: int | None = None,
+        reply_class: str | None = None,
     ) -> None:
-        super().__init__(message, account_id=account_id, smtp_code=smtp_code)
+        super().__init__(
+            message,
+            account_id=account_id,
+            smtp_code=smtp_code,
+            reply_class=reply_class,
+        )
         self.recipients = tuple(recipients)

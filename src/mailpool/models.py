@@ -14,6 +14,7 @@ import ipaddress
 import math
 import urllib.parse
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,10 +36,14 @@ from mailpool.providers import PROVIDERS, ConnectionType, ProviderPreset
 
 __all__ = [
     "Account",
+    "AccountExplanation",
     "AccountStatus",
     "AccountUsage",
     "ConnectionTestResult",
+    "Failure",
+    "FailureKind",
     "OAuth2Credentials",
+    "PauseKind",
     "SMTPSettings",
     "SendResult",
 ]
@@ -88,6 +93,57 @@ class AccountStatus(str, enum.Enum):
     INACTIVE = "inactive"
     ERROR = "error"
     PENDING = "pending"
+
+
+class PauseKind(str, enum.Enum):
+    """Why an account is paused until :attr:`Account.paused_until`.
+
+    .. versionadded:: 0.2
+    """
+
+    QUOTA = "quota"
+    """Held at its provider's sending quota until its next daily reset."""
+    THROTTLED = "throttled"
+    """Cooling down after the provider asked it to slow down."""
+
+
+class FailureKind(str, enum.Enum):
+    """What a failed send says about its account (see :class:`Failure`).
+
+    .. versionadded:: 0.2
+    """
+
+    TRANSIENT = "transient"
+    """Connect, TLS or transient reply failures: counted; too many in a row
+    set the status to ``error``."""
+    THROTTLED = "throttled"
+    """The provider throttles the account: it cools down."""
+    QUOTA = "quota"
+    """The provider's quota is reached: held at the cap until the next reset."""
+    BROKEN = "broken"
+    """The account cannot send as configured: status ``error`` at once."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure of one account, as :meth:`Storage.record_failure` stores it
+    (by the rule of :meth:`Account.with_failure`).
+
+    :param kind: what it says about the account.
+    :param reason: a sentence for a person (never a secret).
+    :param at: when it happened (aware).
+    :param cool_down: seconds a ``throttled`` account pauses.
+    :param max_failures: consecutive ``transient`` failures that set the
+        status to ``error`` (0: never).
+
+    .. versionadded:: 0.2
+    """
+
+    kind: FailureKind
+    reason: str
+    at: datetime
+    cool_down: float = 300.0
+    max_failures: int = 5
 
 
 class SMTPSettings(_Model):
@@ -237,7 +293,14 @@ class Account(_Model):
     zone); a count from an earlier day reads as 0, so counts reset by themselves.
     ``last_sent_at`` is when the latest delivery ended (``min_wait_time`` counts
     from there); ``in_flight`` sends hold a lease that ends by ``lease_until``.
+    ``paused_until`` (with ``pause_kind``) holds the account back after a
+    quota or throttling reply; ``consecutive_failures``, ``last_error`` and
+    ``last_error_at`` are its health (see docs/replies.md).
     The usage fields are owned by the storage: :meth:`Storage.update` keeps them.
+
+    .. versionchanged:: 0.2
+       ``paused_until``, ``pause_kind``, ``consecutive_failures``,
+       ``last_error`` and ``last_error_at``.
     """
 
     id: str = Field(default_factory=_new_id, min_length=1, max_length=64)
@@ -259,6 +322,11 @@ class Account(_Model):
     last_sent_at: datetime | None = None
     in_flight: int = Field(default=0, ge=0, le=MAX_COUNT)
     lease_until: datetime | None = None
+    paused_until: datetime | None = None
+    pause_kind: PauseKind | None = None
+    consecutive_failures: int = Field(default=0, ge=0, le=MAX_COUNT)
+    last_error: str | None = None
+    last_error_at: datetime | None = None
 
     @field_validator("email")
     @classmethod
@@ -283,7 +351,7 @@ class Account(_Model):
             raise ValueError("id must be printable, without surrounding spaces")
         return value
 
-    @field_validator("last_sent_at", "lease_until")
+    @field_validator("last_sent_at", "lease_until", "paused_until", "last_error_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return _as_utc(value)
@@ -401,15 +469,74 @@ class Account(_Model):
         assert self.lease_until is not None
         return (self.lease_until - now).total_seconds()
 
+    def pause_left(self, now: datetime) -> float:
+        """Seconds until the pause of a quota or throttling reply ends (0
+        when there is none)."""
+        if self.paused_until is None:
+            return 0.0
+        return max((self.paused_until - now).total_seconds(), 0.0)
+
     def is_eligible(self, now: datetime) -> bool:
-        """Active, under its daily limit on ``now``'s day, its wait elapsed and
-        a send slot free (fewer than ``max_in_flight`` sends in flight)."""
+        """Active, under its daily limit on ``now``'s day, not paused, its
+        wait elapsed and a send slot free (fewer than ``max_in_flight`` sends
+        in flight)."""
         return (
             self.status is AccountStatus.ACTIVE
             and self.remaining_today(now) > 0
+            and self.pause_left(now) <= 0
             and self.wait_left(now) <= 0
             and self.busy_left(now) <= 0
         )
+
+    def with_failure(self, failure: Failure) -> Account:
+        """This account after ``failure`` (the rule every storage applies; see
+        :meth:`Storage.record_failure`):
+
+        - the last error and its time are stored;
+        - ``quota``: paused until its next daily reset;
+        - ``throttled``: paused for ``cool_down`` seconds (a longer pause
+          already stored is kept);
+        - ``broken``: status ``error`` with the reason, at once;
+        - ``transient``: one more consecutive failure; at ``max_failures``
+          the status becomes ``error`` (and the count starts again).
+
+        Only an ``active`` account changes status.
+
+        .. versionadded:: 0.2
+        """
+        at = _as_utc(failure.at)
+        assert at is not None
+        changes: dict[str, Any] = {"last_error": failure.reason, "last_error_at": at}
+        until: datetime | None = None
+        if failure.kind is FailureKind.QUOTA:
+            until = at + timedelta(seconds=self.seconds_to_reset(at))
+        elif failure.kind is FailureKind.THROTTLED:
+            until = at + timedelta(seconds=max(failure.cool_down, 0.0))
+        if until is not None and (
+            self.paused_until is None or until > self.paused_until
+        ):
+            changes["paused_until"] = until
+            changes["pause_kind"] = PauseKind(failure.kind.value)
+        active = self.status is AccountStatus.ACTIVE
+        if failure.kind is FailureKind.BROKEN and active:
+            changes.update(
+                status=AccountStatus.ERROR,
+                status_reason=failure.reason,
+                consecutive_failures=0,
+            )
+        elif failure.kind is FailureKind.TRANSIENT:
+            count = min(self.consecutive_failures + 1, MAX_COUNT)
+            if active and 0 < failure.max_failures <= count:
+                changes.update(
+                    status=AccountStatus.ERROR,
+                    status_reason=(
+                        f"{count} failures in a row; the last: {failure.reason}"
+                    ),
+                    consecutive_failures=0,
+                )
+            else:
+                changes["consecutive_failures"] = count
+        return self.model_copy(update=changes)
 
     def as_of(self, day: date) -> Account:
         """This account with its count rolled over to ``day`` (a count from an
@@ -442,10 +569,13 @@ class Account(_Model):
         """This account after a lease ends: the slot is freed (unless the lease
         had run out, when it may already have been reused), and either the
         delivery time is stamped (``delivered``) or the unit counted on ``day``
-        is given back. Stamps never move back in time."""
+        is given back. Stamps never move back in time. A delivery ends a run
+        of consecutive failures."""
         changes: dict[str, Any] = {}
         if now < lease_expires_at and self.in_flight > 0:
             changes["in_flight"] = self.in_flight - 1
+        if delivered and self.consecutive_failures:
+            changes["consecutive_failures"] = 0
         if delivered:
             stamp = _as_utc(now)
             if self.last_sent_at is None or (stamp and stamp > self.last_sent_at):
@@ -502,3 +632,108 @@ class AccountUsage(NamedTuple):
     account: Account
     sent_today: int
     remaining: int
+
+
+class AccountExplanation(_Model):
+    """One row of :meth:`AccountPool.explain`: whether an account can send
+    now and, if not, why and when it can.
+
+    ``state`` is the first thing that holds it back: ``eligible``,
+    ``inactive``, ``pending``, ``error``, ``quota_hold`` (held at its
+    provider's quota), ``cooling_down`` (throttled), ``at_limit`` (its own
+    daily limit), ``in_flight`` (every send slot taken) or ``waiting`` (its
+    minimum wait). ``reasons`` lists every one, as sentences.
+    ``next_send_at`` is when it can send next (now when eligible), or
+    ``None`` when only a person can change that (a status other than
+    ``active``, a daily limit of 0).
+
+    .. versionadded:: 0.2
+    """
+
+    account_id: str
+    account_email: str
+    eligible: bool
+    state: str
+    reasons: tuple[str, ...] = ()
+    sent_today: int
+    daily_limit: int
+    next_send_at: datetime | None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+    @property
+    def reason(self) -> str:
+        """The reasons in one line ("eligible now" when there are none)."""
+        return "; ".join(self.reasons) or "eligible now"
+
+    @classmethod
+    def of(cls, account: Account, now: datetime) -> AccountExplanation:
+        """Explain ``account`` at ``now`` (by :meth:`Account.is_eligible`)."""
+        blocks: list[tuple[str, str, datetime | None]] = []
+
+        def at(seconds: float) -> datetime:
+            return now + timedelta(seconds=seconds)
+
+        if account.status is not AccountStatus.ACTIVE:
+            why = f"status {account.status.value}"
+            if account.status_reason:
+                why += f": {account.status_reason}"
+            blocks.append((account.status.value, why, None))
+        pause = account.pause_left(now)
+        if pause > 0:
+            until = at(pause)
+            if account.pause_kind is PauseKind.QUOTA:
+                blocks.append(
+                    ("quota_hold", f"held at provider quota until {_iso(until)}", until)
+                )
+            else:
+                blocks.append(
+                    ("cooling_down", f"cooling down until {_iso(until)}", until)
+                )
+        sent = account.sent_today(now)
+        if account.daily_limit == 0:
+            blocks.append(("at_limit", "daily limit is 0", None))
+        elif account.remaining_today(now) <= 0:
+            until = at(account.seconds_to_reset(now))
+            blocks.append(
+                (
+                    "at_limit",
+                    f"{sent}/{account.daily_limit} sent today; resets {_iso(until)}",
+                    until,
+                )
+            )
+        busy = account.busy_left(now)
+        if busy > 0:
+            until = at(busy)
+            blocks.append(
+                (
+                    "in_flight",
+                    f"{account.in_flight}/{account.max_in_flight} sends in flight "
+                    f"(a slot frees by {_iso(until)} at the latest)",
+                    until,
+                )
+            )
+        wait = account.wait_left(now)
+        if wait > 0:
+            until = at(wait)
+            blocks.append(("waiting", f"waiting until {_iso(until)}", until))
+        ends = [end for _, _, end in blocks]
+        next_send: datetime | None = now
+        if blocks:
+            next_send = None if None in ends else max(e for e in ends if e is not None)
+        return cls(
+            account_id=account.id,
+            account_email=account.email,
+            eligible=not blocks,
+            state=blocks[0][0] if blocks else "eligible",
+            reasons=tuple(why for _, why, _ in blocks),
+            sent_today=sent,
+            daily_limit=account.daily_limit,
+            next_send_at=next_send,
+            last_error=account.last_error,
+            last_error_at=account.last_error_at,
+        )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -18,8 +18,10 @@ from mailpool._retry import RetryPolicy
 from mailpool._validation import check_header_value
 from mailpool.clock import Clock, local_now, system_clock
 from mailpool.errors import (
+    AccountBroken,
     AccountNotFound,
-    AuthenticationError,
+    AccountQuotaExceeded,
+    AccountThrottled,
     ConfigurationError,
     DeliveryUnknown,
     MailpoolError,
@@ -28,15 +30,27 @@ from mailpool.errors import (
     NoAccountReason,
     SendError,
 )
+from mailpool.health import HealthPolicy
 from mailpool.models import (
     Account,
+    AccountExplanation,
     AccountStatus,
     AccountUsage,
     ConnectionTestResult,
+    Failure,
+    FailureKind,
+    PauseKind,
     SendResult,
 )
 from mailpool.selection import SelectorLike, as_selector, builtin_strategy
-from mailpool.storage.base import Claim, Lease, Scope, Storage, Strategy
+from mailpool.storage.base import (
+    Claim,
+    Lease,
+    RecordsFailures,
+    Scope,
+    Storage,
+    Strategy,
+)
 from mailpool.transport import SMTPTransport, Transport
 from mailpool.transport.oauth2 import same_login
 
@@ -76,6 +90,8 @@ class AccountPool:
     :param lease_timeout: seconds after which the claim of a worker that died
         mid-send frees its account's send slot (its unit stays counted). Keep
         it above the longest send, retries included.
+    :param health: when a failing account leaves rotation (a
+        :class:`~mailpool.HealthPolicy`; the defaults when omitted).
     :raises ConfigurationError: for an impossible ``failover`` or
         ``lease_timeout``.
 
@@ -98,6 +114,7 @@ class AccountPool:
         clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
         lease_timeout: float = 300.0,
+        health: HealthPolicy | None = None,
     ) -> None:
         if isinstance(failover, bool) or not isinstance(failover, int) or failover < 0:
             raise ConfigurationError(
@@ -124,6 +141,7 @@ class AccountPool:
         if isinstance(self._transport, SMTPTransport):  # OAuth2 (issue 10):
             self._transport.bind_storage(storage)  # renewed tokens saved here
         self._clock = clock or system_clock
+        self.health = health or HealthPolicy()
 
     def __repr__(self) -> str:
         return f"<AccountPool {self.scope.describe()} storage={self.storage!r}>"
@@ -207,8 +225,7 @@ class AccountPool:
                 self.storage.release(lease, self.now())
                 if isinstance(exc, MessageRejected):
                     raise
-                if isinstance(exc, AuthenticationError):
-                    self._mark_error(account, exc)
+                self._record_failure(account, exc)
                 log.warning("send through %s failed: %s", account.email, exc)
                 last_error = exc
                 continue
@@ -325,23 +342,53 @@ class AccountPool:
             message.add_alternative(html, subtype="html")
         return self.send(message, wait=wait)
 
-    def test_connection(self, account: str, /) -> ConnectionTestResult:
+    def test_connection(
+        self, account: str, /, *, deep: bool = False, probe_address: str | None = None
+    ) -> ConnectionTestResult:
         """Connect and log in with one account (by id or email) without sending.
 
         Never changes the account's status or counts.
 
+        :param deep: also issue ``MAIL FROM`` (the account's address) and
+            ``RCPT TO`` ``probe_address``, then ``RSET``, without ``DATA``:
+            finds the sender-ownership and relay refusals a login alone
+            does not. The transport must accept ``check(account, probe=...)``
+            (:class:`SMTPTransport` does).
+        :param probe_address: the recipient of a deep test; the account's
+            own address by default (use an outside address to test relaying).
         :raises AccountNotFound: no account in this pool's scope matches.
-        """
-        return self._test(self._lookup(account))
 
-    def test_connections(self) -> list[ConnectionTestResult]:
+        .. versionchanged:: 0.2
+           ``deep`` and ``probe_address``.
+        """
+        if probe_address is not None:
+            check_addresses([probe_address])
+        return self._test(self._lookup(account), deep, probe_address)
+
+    def test_connections(
+        self, *, deep: bool = False, probe_address: str | None = None
+    ) -> list[ConnectionTestResult]:
         """:meth:`test_connection` for every active account in scope, in
         parallel (up to 8 at a time), ordered by email."""
+        if probe_address is not None:
+            check_addresses([probe_address])
         accounts = self._accounts(status=AccountStatus.ACTIVE)
         if not accounts:
             return []
+        test = partial(self._test, deep=deep, probe_address=probe_address)
         with ThreadPoolExecutor(max_workers=min(8, len(accounts))) as executor:
-            return list(executor.map(self._test, accounts))
+            return list(executor.map(test, accounts))
+
+    def explain(self) -> list[AccountExplanation]:
+        """For every account in scope, ordered by email: whether it can send
+        now, and if not why (inactive, error and its reason, 48/50 sent,
+        waiting until T, in flight, held at provider quota until T, cooling
+        down until T) and when it can send next.
+
+        .. versionadded:: 0.2
+        """
+        now = self.now()
+        return [AccountExplanation.of(account, now) for account in self._accounts()]
 
     def usage(self) -> list[AccountUsage]:
         """Today's ``(account, sent_today, remaining)`` for every account in
@@ -383,9 +430,15 @@ class AccountPool:
             raise AccountNotFound(key)
         return account
 
-    def _test(self, account: Account) -> ConnectionTestResult:
+    def _test(
+        self, account: Account, deep: bool = False, probe_address: str | None = None
+    ) -> ConnectionTestResult:
         try:
-            message = self._transport.check(account)
+            if deep:
+                check: Callable[..., str] = self._transport.check
+                message = check(account, probe=probe_address or account.email)
+            else:
+                message = self._transport.check(account)
         except SendError as exc:
             return ConnectionTestResult(
                 account_id=account.id,
@@ -456,7 +509,46 @@ class AccountPool:
             # Another worker took its last unit or slot first.
             lost.add(chosen.id)
 
-    def _mark_error(self, account: Account, error: AuthenticationError) -> None:
+    def _record_failure(self, account: Account, error: SendError) -> None:
+        """Store what ``error`` says about ``account`` (see :class:`HealthPolicy`)."""
+        kind = FailureKind.TRANSIENT
+        if isinstance(error, AccountBroken):
+            kind = FailureKind.BROKEN
+        elif isinstance(error, AccountQuotaExceeded):
+            kind = FailureKind.QUOTA
+        elif isinstance(error, AccountThrottled):
+            kind = FailureKind.THROTTLED
+        if not isinstance(self.storage, RecordsFailures):
+            if isinstance(error, AccountBroken):
+                self._mark_error(account, error)
+            return
+        try:
+            if kind is FailureKind.BROKEN and not same_login(
+                self.storage.get(account.id), account
+            ):
+                return  # its credentials changed since the send began
+            stored = self.storage.record_failure(
+                account.id,
+                Failure(
+                    kind,
+                    str(error),
+                    self.now(),
+                    cool_down=self.health.cool_down,
+                    max_failures=self.health.max_failures,
+                ),
+            )
+        except MailpoolError as exc:
+            log.warning("could not record the failure of %s: %s", account.email, exc)
+            return
+        if stored is not None and stored.status is not account.status:
+            log.error(
+                "account %s set to status %s: %s",
+                account.email,
+                stored.status.value,
+                stored.status_reason,
+            )
+
+    def _mark_error(self, account: Account, error: SendError) -> None:
         """Set the account's status to error, unless its credentials changed
         since the send began (someone may just have fixed them)."""
         try:
@@ -490,13 +582,36 @@ class AccountPool:
                 "or fix the accounts in error and set them active again",
                 reason=NoAccountReason.ALL_INACTIVE,
             )
-        with_quota = [a for a in active if a.remaining_today(now) > 0]
-        if not with_quota:
-            retry_after = min(a.seconds_to_reset(now) for a in active)
+        usable = [a for a in active if a.pause_left(now) <= 0]
+        if not usable:
+            held = [a for a in active if a.pause_kind is PauseKind.QUOTA]
+            cooling = len(active) - len(held)
+            first = min(a.pause_left(now) for a in active)
+            parts = [
+                f"{len(held)} held at the provider's quota until its next reset"
+                if held
+                else "",
+                f"{cooling} cooling down after a throttling reply" if cooling else "",
+            ]
             return NoAccountAvailable(
-                f"{_all(len(active), 'active account')} in scope ({where}) reached "
-                "the daily limit; counts reset at midnight in each account's time "
-                f"zone (the first in {retry_after:.0f} s)",
+                f"every active account in scope ({where}) is paused: "
+                f"{', '.join(p for p in parts if p)}; the first can send again in "
+                f"{first:.0f} s",
+                reason=NoAccountReason.ALL_PAUSED,
+                retry_after=first,
+            )
+        with_quota = [a for a in usable if a.remaining_today(now) > 0]
+        if not with_quota:
+            retry_after = min(
+                [a.seconds_to_reset(now) for a in usable]
+                + [a.pause_left(now) for a in active if a.pause_left(now) > 0]
+            )
+            paused = len(active) - len(usable)
+            also = f" and {paused} more paused (quota or cool-down)" if paused else ""
+            return NoAccountAvailable(
+                f"{_all(len(usable), 'active account')} in scope ({where}) reached "
+                f"the daily limit{also}; counts reset at midnight in each account's "
+                f"time zone (the first can send in {retry_after:.0f} s)",
                 reason=NoAccountReason.ALL_AT_LIMIT,
                 retry_after=retry_after,
             )

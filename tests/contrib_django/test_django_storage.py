@@ -36,6 +36,7 @@ from mailpool.contrib.django.models import (
     to_db,
 )
 from mailpool.contrib.django.storage import DjangoStorage
+from mailpool.models import PauseKind
 from mailpool.testing import ManualClock, RecordingTransport
 
 ALIASES = settings.STORAGE_ALIASES
@@ -253,6 +254,11 @@ def test_every_account_field_has_a_column(storage: DjangoStorage) -> None:
         last_sent_at=NOW - timedelta(seconds=5),
         in_flight=2,
         lease_until=NOW + timedelta(seconds=90),
+        paused_until=NOW + timedelta(hours=2),
+        pause_kind=PauseKind.THROTTLED,
+        consecutive_failures=2,
+        last_error="451 slow down",
+        last_error_at=NOW - timedelta(minutes=1),
     )
     defaults = Account(email="x@example.com", smtp=SMTPSettings(host="h"))
     for model, values in (

@@ -882,3 +882,409 @@ def test_times_round_trip_as_aware_utc(open_sql: OpenStorage) -> None:
     assert stored.last_sent_at is not None
     assert stored.last_sent_at.tzinfo == timezone.utc
     assert stored.lease_until is not None and stored.lease_until.tzinfo == timezone.utc
+
+
+# -- hardening: import cost, secrets, file modes, corrupt rows, tokens ---------
+
+# Module constants, not locals: the tracebacks below are searched with the
+# locals of every frame, the test's own included.
+QUERY_PASSWORD = "qu3ry-pa55word"
+SSL_PASSWORD = "ssl-k3y-pa55word"
+ROW_PASSWORD = "r0w-pa55word-in-parameters"
+QUERY_URL = (
+    f"postgresql+psycopg://mailer@127.0.0.1:1/mail?password={QUERY_PASSWORD}"
+    f"&sslpassword={SSL_PASSWORD}&connect_timeout=2"
+)
+SHOWN_URL = "postgresql+psycopg://mailer@127.0.0.1:1/mail?connect_timeout=2"
+
+
+def _full_trace(error: BaseException) -> str:
+    """The traceback of ``error`` and its chain, with every frame's locals."""
+    return "".join(
+        traceback.TracebackException.from_exception(error, capture_locals=True).format()
+    )
+
+
+def _secret_account(email: str) -> Any:
+    return make_account(
+        email, smtp=SMTPSettings(host="smtp.example.com", password=ROW_PASSWORD)
+    )
+
+
+def test_importing_mailpool_imports_no_sqlalchemy() -> None:
+    """The CLI imports mailpool on every run: SQLAlchemy only comes with the
+    first SQLStorage (or SQLStorage.metadata)."""
+    code = (
+        "import sys, mailpool\n"
+        "from mailpool import SQLStorage\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'sqlalchemy'))\n"
+        "SQLStorage.metadata\n"
+        "print('sqlalchemy' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_a_password_in_the_query_string_is_shown_nowhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from mailpool import AccountPool
+
+    caplog.set_level(logging.DEBUG)
+    storage = open_storage(QUERY_URL)
+    assert isinstance(storage, SQLStorage)
+    pool = AccountPool(storage)
+    with pytest.raises(StorageError) as caught:
+        storage.accounts()  # nothing listens on port 1
+    error = caught.value
+    assert error.location == SHOWN_URL
+    assert SHOWN_URL in str(error)
+    shown = [
+        repr(storage),
+        repr(pool),
+        repr(storage.engine),
+        str(storage.engine.url),
+        _full_trace(error),
+        caplog.text,
+    ]
+    for text in shown:
+        assert QUERY_PASSWORD not in text and SSL_PASSWORD not in text
+    storage.close()
+
+
+def test_an_engine_passed_in_with_a_query_password_is_redacted() -> None:
+    # No local names the engine: its repr (SQLAlchemy's) shows the query.
+    storage = SQLStorage(sa.create_engine(QUERY_URL))
+    shown = repr(storage)
+    assert shown.startswith("<SQLStorage postgresql+psycopg://mailer@127.0.0.1:1/")
+    assert "password=***" in shown and "sslpassword=***" in shown
+    with pytest.raises(StorageError) as caught:
+        storage.accounts()
+    assert QUERY_PASSWORD not in _full_trace(caught.value)
+    assert QUERY_PASSWORD not in str(caught.value.location)
+    storage.close()
+    storage.engine.dispose()
+
+
+def test_a_duplicate_account_error_chains_no_driver_error(
+    open_sql: OpenStorage,
+) -> None:
+    storage = open_sql()
+    storage.add(_secret_account("alice@example.com"))
+    with pytest.raises(ConfigurationError, match="already uses") as caught:
+        storage.add(_secret_account("ALICE@example.com"))
+    error = caught.value
+    assert error.__context__ is None and error.__suppress_context__
+    cause = error.__cause__
+    assert cause is not None
+    assert cause.__traceback__ is None and cause.__context__ is None
+    assert "unique" in str(cause).lower() or "duplicate" in str(cause).lower()
+    assert ROW_PASSWORD not in _full_trace(error)
+
+
+def test_a_storage_error_from_the_driver_keeps_only_its_message(
+    open_sql: OpenStorage,
+) -> None:
+    storage = open_sql()
+    storage.add(make_account("first@example.com"))
+    with storage.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE mailpool_account_tags"))
+        conn.execute(sa.text("DROP TABLE mailpool_accounts"))
+    with pytest.raises(StorageError) as caught:
+        storage.add(_secret_account("second@example.com"))
+    error = caught.value
+    assert error.__context__ is None
+    cause = error.__cause__
+    assert cause is not None and cause.__traceback__ is None
+    assert str(cause) in str(error)
+    assert ROW_PASSWORD not in _full_trace(error)
+
+
+def test_a_new_sqlite_file_and_its_wal_and_shm_are_owner_only(
+    tmp_path: Path,
+) -> None:
+    umask = os.umask(0o022)
+    try:
+        storage = SQLStorage(_sqlite_url(tmp_path))
+        storage.add(make_account())
+        with storage.engine.connect() as conn:  # the -shm exists while open
+            conn.execute(sa.text("SELECT 1 FROM mailpool_accounts")).all()
+            names = {path.name: path for path in tmp_path.glob("mailpool.db*")}
+            assert {"mailpool.db", "mailpool.db-wal", "mailpool.db-shm"} <= set(names)
+            modes = {n: oct(p.stat().st_mode & 0o777) for n, p in names.items()}
+        assert set(modes.values()) == {"0o600"}, modes
+        storage.close()
+    finally:
+        os.umask(umask)
+
+
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
+    url = _sqlite_url(tmp_path)
+    path = tmp_path / "mailpool.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+    storage = SQLStorage(url)
+    storage.add(make_account())
+    storage.close()
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+CORRUPT = [
+    ("status", "'bogus'", "status"),
+    ("daily_limit", "-1", "daily_limit"),
+    ("sent_count", "-5", "sent_count"),
+    ("smtp_port", "99999", "port"),
+    ("email", "'not an email'", "email"),
+    ("timezone", "'Mars/Base'", "time zone"),
+    ("last_sent_at", "1e300", "last_sent_at: a time out of range"),
+    ("lease_until", "-1e300", "lease_until: a time out of range"),
+]
+SQLITE_CORRUPT = [  # values that only SQLite's dynamic types let in
+    ("count_day", "'2024-13-45'", "count_day: malformed"),
+    ("count_day", "12", "count_day: not a"),
+    ("sent_count", "'many'", "sent_count"),
+    ("daily_limit", "99999999999999", "daily_limit"),
+    ("min_wait_time", "'soon'", "min_wait_time"),
+    ("last_sent_at", "'yesterday'", "last_sent_at: not a number"),
+]
+
+
+def _raw_row(storage: SQLStorage, account_id: str) -> tuple[Any, ...]:
+    with storage.engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                sa.text("SELECT * FROM mailpool_accounts WHERE id = :id"),
+                {"id": account_id},
+            ).one()
+        )
+
+
+def _check_corrupt_row(
+    storage: SQLStorage, column: str, value: str, problem: str
+) -> None:
+    account = storage.add(make_account(daily_limit=5))
+    with storage.engine.begin() as conn:
+        conn.execute(
+            sa.text(f"UPDATE mailpool_accounts SET {column} = {value} WHERE id = :id"),
+            {"id": account.id},
+        )
+    before = _raw_row(storage, account.id)
+    reads: list[Callable[[], object]] = [
+        lambda: storage.get(account.id),
+        lambda: storage.get_by_email(account.email),
+        storage.accounts,
+    ]
+    if column == "count_day":  # a usage column, which update() keeps
+        reads.append(lambda: storage.update(account.replace(sender_name="New")))
+    for read in reads:
+        with pytest.raises(StorageError) as caught:
+            read()
+        assert account.id in str(caught.value) and problem in str(caught.value)
+        assert caught.value.location == storage._location
+    assert _raw_row(storage, account.id) == before
+    # update() rewrites the settings (it is how a person repairs a row).
+    # A claim raises StorageError (rolled back on SQLite; on PostgreSQL the
+    # claim is one statement that commits by itself), finds the row not
+    # eligible, or starts a new day's count in place of a count that ended.
+    try:
+        storage.claim(claim(account_id=account.id))
+    except StorageError:
+        if storage.engine.dialect.name == "sqlite":
+            assert _raw_row(storage, account.id) == before
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"), CORRUPT, ids=[f"{c}={v}" for c, v, _ in CORRUPT]
+)
+def test_a_corrupt_row_is_a_storage_error_naming_the_account(
+    open_sql: OpenStorage, column: str, value: str, problem: str
+) -> None:
+    _check_corrupt_row(open_sql(), column, value, problem)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    SQLITE_CORRUPT,
+    ids=[f"{c}={v}" for c, v, _ in SQLITE_CORRUPT],
+)
+def test_a_corrupt_sqlite_value_is_a_storage_error_naming_the_account(
+    tmp_path: Path, column: str, value: str, problem: str
+) -> None:
+    storage = SQLStorage(_sqlite_url(tmp_path))
+    _check_corrupt_row(storage, column, value, problem)
+    storage.close()
+
+
+def test_secrets_are_fernet_tokens_in_the_columns(open_sql: OpenStorage) -> None:
+    from mailpool.encryption import SecretBox
+
+    box = SecretBox(SecretBox.generate_key())
+    storage = open_sql(encryption=box)
+    account = storage.add(
+        make_account(
+            smtp=SMTPSettings(host="smtp.example.com", password=ROW_PASSWORD),
+            oauth2=OAuth2Credentials(
+                access_token="access-" + ROW_PASSWORD,
+                refresh_token="refresh-" + ROW_PASSWORD,
+                client_secret="client-" + ROW_PASSWORD,
+            ),
+        )
+    )
+    row = dict(zip(_COLUMNS(storage), _raw_row(storage, account.id), strict=True))
+    for name in (
+        "smtp_password",
+        "oauth2_access_token",
+        "oauth2_refresh_token",
+        "oauth2_client_secret",
+    ):
+        assert str(row[name]).startswith("fernet:")
+        assert ROW_PASSWORD not in str(row[name])
+    assert row["email"] == account.email  # the rest stays readable
+    assert storage.get(account.id) == account
+    lease = storage.claim(claim())
+    assert lease is not None and lease.account.smtp == account.smtp
+
+
+def _COLUMNS(storage: SQLStorage) -> list[str]:
+    return [column.name for column in SQLStorage.metadata.tables["mailpool_accounts"].c]
+
+
+def _oauth_account() -> Any:
+    return make_account(
+        oauth2=OAuth2Credentials(
+            access_token="old-access",
+            refresh_token="old-refresh",
+            token_expiry=NOW,
+            client_id="client",
+            client_secret="client-secret",
+            token_url="https://oauth.example.com/token",
+        ),
+        tags={"campaign"},
+    )
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_save_oauth2_tokens_is_a_compare_and_set_of_the_token_columns(
+    open_sql: OpenStorage, encrypted: bool
+) -> None:
+    from pydantic import SecretStr
+
+    from mailpool.encryption import SecretBox
+    from mailpool.errors import AccountNotFound
+    from mailpool.transport.oauth2 import TokenStore
+
+    box = SecretBox(SecretBox.generate_key()) if encrypted else None
+    storage = open_sql(encryption=box)
+    assert isinstance(storage, TokenStore)
+    account = storage.add(_oauth_account())
+    later = NOW + timedelta(hours=1)
+    tokens = OAuth2Credentials(
+        access_token="new-access", refresh_token="new-refresh", token_expiry=later
+    )
+
+    # Another refresh token is stored: nothing changes.
+    stale = storage.save_oauth2_tokens(
+        account.id, tokens, replacing=SecretStr("not-the-stored-one")
+    )
+    assert stale == account == storage.get(account.id)
+
+    saved = storage.save_oauth2_tokens(
+        account.id, tokens, replacing=SecretStr("old-refresh")
+    )
+    stored = storage.get(account.id)
+    assert saved == stored
+    assert stored.oauth2 is not None and account.oauth2 is not None
+    assert stored.oauth2.access_token == SecretStr("new-access")
+    assert stored.oauth2.refresh_token == SecretStr("new-refresh")
+    assert stored.oauth2.token_expiry == later
+    # Nothing but the three token columns changed.
+    assert stored.oauth2.client_secret == account.oauth2.client_secret
+    assert stored.replace(oauth2=account.oauth2) == account
+
+    with pytest.raises(AccountNotFound):
+        storage.save_oauth2_tokens("nobody", tokens, replacing=None)
+
+
+def test_save_oauth2_tokens_of_an_account_without_oauth2_changes_nothing(
+    open_sql: OpenStorage,
+) -> None:
+    storage = open_sql()
+    account = storage.add(make_account())
+    tokens = OAuth2Credentials(access_token="new", refresh_token="new")
+    assert storage.save_oauth2_tokens(account.id, tokens, replacing=None) == account
+    assert storage.get(account.id).oauth2 is None
+
+
+def test_threads_saving_tokens_at_once_apply_one_rotation(
+    open_sql: OpenStorage,
+) -> None:
+    """Every thread replaces the same refresh token: exactly one wins."""
+    from pydantic import SecretStr
+
+    storage = open_sql()
+    account = storage.add(_oauth_account())
+    won: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def save(n: int) -> None:
+        tokens = OAuth2Credentials(access_token=f"a{n}", refresh_token=f"r{n}")
+        barrier.wait()
+        after = storage.save_oauth2_tokens(
+            account.id, tokens, replacing=SecretStr("old-refresh")
+        )
+        assert after.oauth2 is not None and after.oauth2.refresh_token is not None
+        if after.oauth2.refresh_token.get_secret_value() == f"r{n}":
+            won.append(f"r{n}")
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = storage.get(account.id).oauth2
+    assert stored is not None and stored.refresh_token is not None
+    assert won == [stored.refresh_token.get_secret_value()]
+
+
+@pytest.mark.integration
+def test_postgres_a_connection_gone_stale_while_idle_is_replaced(
+    postgres: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``pool_pre_ping`` round trip per statement: a connection idle for a
+    while is pinged at checkout and replaced when the server dropped it."""
+    from mailpool.storage import sql
+
+    url, options = postgres
+    storage = SQLStorage(url, engine_options=options)
+    storage.add(make_account())
+    with storage.engine.connect() as conn:
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    assert storage.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    admin.dispose()
+    monkeypatch.setattr(sql, "_PING_AFTER_IDLE", 0.0)
+    assert len(storage.accounts()) == 1  # pinged, replaced, no error
+    storage.close()
+
+
+@pytest.mark.integration
+def test_postgres_a_bulk_import_refreshes_the_statistics(
+    postgres: tuple[str, dict[str, Any]],
+) -> None:
+    url, options = postgres
+    storage = SQLStorage(url, engine_options=options)
+    storage.add_many(make_account(f"a{i}@example.com") for i in range(1_000))
+    with storage.engine.connect() as conn:
+        analyzed = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN "
+                "('mailpool_accounts', 'mailpool_account_tags') "
+                "AND last_analyze IS NOT NULL AND schemaname = current_schema()"
+            )
+        ).scalar()
+    assert analyzed == 2
+    storage.close()

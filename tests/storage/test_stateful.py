@@ -12,6 +12,7 @@ not how a backend keeps them.
 from __future__ import annotations
 
 import contextlib
+import random
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -97,6 +98,12 @@ class Model:
     delivered_at: datetime | None = None
     """The latest delivery stamp (stamps never move back)."""
     open_leases: list[Lease] = field(default_factory=list)
+    overtaken: set[int] = field(default_factory=set)
+    """Open leases (by ``id()``) that ran out before a later claim took over."""
+    early_frees: int = 0
+    """Slots freed by an overtaken lease ended from a clock that had not yet
+    reached its expiry: the documented tolerance of ``max_in_flight`` (exact
+    up to the skew of the workers' clocks), until every lease has ended."""
 
 
 class StorageMachine(RuleBasedStateMachine):
@@ -110,6 +117,7 @@ class StorageMachine(RuleBasedStateMachine):
         self.storage = self._context.__enter__()
         self.clock = START
         self.models: dict[str, Model] = {}
+        self.rng = random.Random(2026)  # replayable: the same picks each run
 
     def teardown(self) -> None:
         self._context.__exit__(None, None, None)
@@ -165,6 +173,7 @@ class StorageMachine(RuleBasedStateMachine):
             lease_seconds=LEASE_SECONDS,
             strategy=strategy or Strategy.RANDOM,
             account_id=None if strategy else ids[index % len(ids)],
+            rng=self.rng,
         )
         lease = self.storage.claim(request)
         if lease is None:
@@ -180,7 +189,14 @@ class StorageMachine(RuleBasedStateMachine):
                 seconds=account.min_wait_time
             ), "claimed inside the minimum wait"
         alive = [held for held in model.open_leases if held.expires_at > now]
-        assert len(alive) < account.max_in_flight, "more sends in flight than allowed"
+        if not alive:
+            model.early_frees = 0
+        assert len(alive) < account.max_in_flight + model.early_frees, (
+            "more sends in flight than allowed"
+        )
+        model.overtaken |= {
+            id(held) for held in model.open_leases if held.expires_at <= now
+        }
         model.counts[day] = model.counts.get(day, 0) + 1
         model.last_day = day
         model.open_leases.append(lease)
@@ -193,7 +209,7 @@ class StorageMachine(RuleBasedStateMachine):
         now = self.clock + timedelta(seconds=skew)
         self.storage.complete(lease, now)
         model = self.models[lease.account_id]
-        model.open_leases.remove(lease)
+        self._end(model, lease, now)
         stamp = max(filter(None, [model.delivered_at, now]))
         model.delivered_at = stamp
 
@@ -203,9 +219,17 @@ class StorageMachine(RuleBasedStateMachine):
             return
         self.storage.release(lease, self.clock)
         model = self.models[lease.account_id]
-        model.open_leases.remove(lease)
+        self._end(model, lease, self.clock)
         if model.last_day == lease.day and model.counts.get(lease.day, 0) > 0:
             model.counts[lease.day] -= 1
+
+    @staticmethod
+    def _end(model: Model, lease: Lease, now: datetime) -> None:
+        model.open_leases.remove(lease)
+        if id(lease) in model.overtaken:
+            model.overtaken.discard(id(lease))
+            if now < lease.expires_at:
+                model.early_frees += 1
 
     # -- settings changes ------------------------------------------------------------
 

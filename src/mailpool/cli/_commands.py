@@ -18,7 +18,7 @@ from mailpool.models import Account, AccountStatus
 from mailpool.pool import AccountPool
 from mailpool.transport import SMTPTransport
 
-__all__ = ["demo", "reset_daily", "send", "test_accounts", "usage"]
+__all__ = ["demo", "explain", "reset_daily", "send", "test_accounts", "usage"]
 
 TEST_PROGRESS_MIN = 10
 """Accounts from which ``test-accounts`` draws a progress bar (on a terminal)."""
@@ -55,9 +55,15 @@ def _chosen(ctx: Context, pool: AccountPool, args: argparse.Namespace) -> list[A
     return sorted(found.values(), key=lambda a: (a.email.casefold(), a.id))
 
 
-def _test_one(pool: AccountPool, account: Account) -> dict[str, Any]:
+def _test_one(
+    pool: AccountPool, account: Account, args: argparse.Namespace
+) -> dict[str, Any]:
     try:
-        result = pool.test_connection(account.id)
+        result = pool.test_connection(
+            account.id,
+            deep=bool(getattr(args, "deep", False) or getattr(args, "probe", None)),
+            probe_address=getattr(args, "probe", None),
+        )
     except AccountNotFound:
         return {
             "account_id": account.id,
@@ -89,7 +95,7 @@ def test_accounts(ctx: Context, args: argparse.Namespace) -> int:
         progress = ctx.out.progress("testing", len(accounts), minimum=TEST_PROGRESS_MIN)
         results: dict[str, dict[str, Any]] = {}
         with ThreadPoolExecutor(max_workers=min(TEST_THREADS, len(accounts))) as run:
-            futures = {run.submit(_test_one, pool, a): a.id for a in accounts}
+            futures = {run.submit(_test_one, pool, a, args): a.id for a in accounts}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 progress.advance()
@@ -132,8 +138,10 @@ def next_send_in(account: Account, remaining: int, now: datetime) -> float | Non
     if account.status is not AccountStatus.ACTIVE or account.daily_limit == 0:
         return None
     if remaining == 0:
-        return float(account.seconds_to_reset(now))
-    return max(account.wait_left(now), account.busy_left(now), 0.0)
+        return float(max(account.seconds_to_reset(now), account.pause_left(now)))
+    return max(
+        account.wait_left(now), account.busy_left(now), account.pause_left(now), 0.0
+    )
 
 
 def usage(ctx: Context, args: argparse.Namespace) -> int:
@@ -159,7 +167,10 @@ def usage(ctx: Context, args: argparse.Namespace) -> int:
                 "next_send_in": None if wait is None else math.ceil(wait * 10) / 10,
                 "next_send_at": None if at is None else at.isoformat(),
                 "timezone": account.timezone,
-                "last_error": account.status_reason,
+                "last_error": account.last_error or account.status_reason,
+                "last_error_at": None
+                if account.last_error_at is None
+                else account.last_error_at.isoformat(),
             }
         )
     if ctx.out.as_json:
@@ -169,7 +180,16 @@ def usage(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.line("no accounts")
         return EXIT_OK
     ctx.out.table(
-        ("EMAIL", "STATUS", "SENT", "LIMIT", "LEFT", "NEXT SEND", "LAST ERROR"),
+        (
+            "EMAIL",
+            "STATUS",
+            "SENT",
+            "LIMIT",
+            "LEFT",
+            "NEXT SEND",
+            "LAST ERROR",
+            "ERROR AT",
+        ),
         (
             (
                 row["email"],
@@ -179,8 +199,38 @@ def usage(ctx: Context, args: argparse.Namespace) -> int:
                 str(row["remaining"]),
                 _when(row["next_send_in"]),
                 cell(row["last_error"]),
+                cell(row["last_error_at"]),
             )
             for row in report
+        ),
+    )
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ explain
+
+
+def explain(ctx: Context, args: argparse.Namespace) -> int:
+    """Whether each account can send now, and if not why and when."""
+    with AccountPool(ctx.storage(), owner=args.owner, tag=args.tag) as pool:
+        rows = pool.explain()
+    if ctx.out.as_json:
+        ctx.out.json([row.model_dump(mode="json") for row in rows])
+        return EXIT_OK
+    if not rows:
+        ctx.out.line("no accounts")
+        return EXIT_OK
+    ctx.out.table(
+        ("EMAIL", "ELIGIBLE", "STATE", "NEXT SEND", "WHY"),
+        (
+            (
+                row.account_email,
+                cell(row.eligible),
+                row.state,
+                "-" if row.next_send_at is None else row.next_send_at.isoformat(),
+                cell(row.reason),
+            )
+            for row in rows
         ),
     )
     return EXIT_OK

@@ -314,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="per connection (default: 30)",
     )
+    test.add_argument(
+        "--deep",
+        action="store_true",
+        help="also try MAIL FROM and RCPT TO (then RSET, nothing is sent)",
+    )
+    test.add_argument(
+        "--probe",
+        metavar="ADDRESS",
+        help="the RCPT TO address of --deep (default: the account's own)",
+    )
 
     reset = _command(
         commands,
@@ -330,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
         "per account: status, sent today, limit, left, next possible send, last error",
     )
     _scope(usage)
+
+    explain = _command(
+        commands,
+        "explain",
+        _commands.explain,
+        "per account: can it send now, and if not why and when",
+    )
+    _scope(explain)
 
     send = _command(
         commands, "send", _commands.send, "send one message through the pool"

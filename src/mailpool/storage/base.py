@@ -25,12 +25,13 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
 from mailpool.errors import ConfigurationError
-from mailpool.models import Account, AccountStatus
+from mailpool.models import Account, AccountStatus, Failure
 
 __all__ = [
     "CANDIDATE_SAMPLE",
     "Claim",
     "Lease",
+    "RecordsFailures",
     "Scope",
     "Storage",
     "Strategy",
@@ -205,9 +206,12 @@ class Storage(Protocol):
     - Emails are unique, compared case-insensitively.
     - :meth:`accounts` returns accounts ordered by email.
     - The usage fields (``sent_count``, ``count_day``, ``last_sent_at``,
-      ``in_flight``, ``lease_until``) change only through :meth:`claim`,
-      :meth:`complete`, :meth:`release` and :meth:`reset_daily_counts`;
-      :meth:`add` stores them as given and :meth:`update` keeps the stored ones.
+      ``in_flight``, ``lease_until``, and the health fields ``paused_until``,
+      ``pause_kind``, ``consecutive_failures``, ``last_error``,
+      ``last_error_at``) change only through :meth:`claim`,
+      :meth:`complete`, :meth:`release`, :meth:`reset_daily_counts` and
+      ``record_failure`` (see :class:`RecordsFailures`); :meth:`add` stores
+      them as given and :meth:`update` keeps the stored ones.
     - :meth:`claim` is atomic: however many threads, processes or machines
       call it, an account never gets more claims on one day than its
       ``daily_limit``, nor more than ``max_in_flight`` unexpired leases at
@@ -308,6 +312,30 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release connections, file handles and locks. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class RecordsFailures(Protocol):
+    """**Protocol**: a storage that keeps each account's health, so that
+    every worker sharing it respects a pause or an error (optional).
+
+    :class:`~mailpool.InMemoryStorage`, :class:`~mailpool.JSONStorage` and
+    every :class:`~mailpool.storage.SimpleStorage` implement it. With a
+    storage that does not, the pool still fails over and still sets accounts
+    with refused credentials to ``error`` (through :meth:`Storage.update`),
+    but quota holds, cool-downs and failure counts are not stored.
+
+    .. versionadded:: 0.2
+    """
+
+    def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
+        """Atomically apply ``failure`` to the account by the rule of
+        :meth:`Account.with_failure` (and claims then respect it through
+        :meth:`Account.is_eligible`).
+
+        :returns: the account as stored afterwards, or None if it is gone.
+        """
         ...
 
 

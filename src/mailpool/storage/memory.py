@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from mailpool.errors import AccountNotFound, ConfigurationError
-from mailpool.models import Account, AccountStatus
+from mailpool.models import Account, AccountStatus, Failure
 from mailpool.storage.base import (
     CANDIDATE_SAMPLE,
     Claim,
@@ -209,6 +209,18 @@ class InMemoryStorage:
     def release(self, lease: Lease, now: datetime, /) -> None:
         """See :meth:`Storage.release`."""
         self._end(lease, now, delivered=False)
+
+    def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
+        """See :meth:`~mailpool.storage.base.RecordsFailures.record_failure`.
+
+        .. versionadded:: 0.2
+        """
+        with self._lock:
+            account = self._accounts.get(account_id)
+            if account is None:
+                return None
+            updated = self._accounts[account_id] = account.with_failure(failure)
+        return updated
 
     def reset_daily_counts(self, *, owner: str | None = None) -> int:
         """See :meth:`Storage.reset_daily_counts`."""

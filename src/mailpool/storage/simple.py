@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 
 from mailpool.errors import AccountNotFound
-from mailpool.models import Account, AccountStatus
+from mailpool.models import Account, AccountStatus, Failure
 from mailpool.storage.base import (
     CANDIDATE_SAMPLE,
     Claim,
@@ -164,6 +164,18 @@ class SimpleStorage:
                     lease.expires_at, now, delivered=delivered, day=lease.day
                 )
 
+    def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
+        """See :meth:`~mailpool.storage.base.RecordsFailures.record_failure`.
+
+        .. versionadded:: 0.2
+        """
+        with self.locked_write() as accounts:
+            account = accounts.get(account_id)
+            if account is None:
+                return None
+            updated = accounts[account_id] = account.with_failure(failure)
+        return updated
+
     def reset_daily_counts(self, *, owner: str | None = None) -> int:
         """See :meth:`Storage.reset_daily_counts`."""
         reset = 0
@@ -184,7 +196,18 @@ class SimpleStorage:
             raise AccountNotFound(account_id, location=self._location) from None
 
 
-USAGE_FIELDS = ("sent_count", "count_day", "last_sent_at", "in_flight", "lease_until")
+USAGE_FIELDS = (
+    "sent_count",
+    "count_day",
+    "last_sent_at",
+    "in_flight",
+    "lease_until",
+    "paused_until",
+    "pause_kind",
+    "consecutive_failures",
+    "last_error",
+    "last_error_at",
+)
 """The fields owned by the storage, which :meth:`Storage.update` keeps."""
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import random
 import threading
 import time
@@ -49,6 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import SecretStr
 
+from mailpool.encryption import PREFIX as ENCRYPTED_PREFIX
+from mailpool.encryption import SecretBox, refuse_encrypted
 from mailpool.errors import (
     AccountNotFound,
     ConfigurationError,
@@ -97,6 +100,11 @@ _MISSING_SQLALCHEMY = "SQLStorage needs SQLAlchemy: pip install 'mailpool[sql]'"
 _MAX_NAME = 255  # owner and tag columns are VARCHAR(255)
 _SQLITE_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for the write lock
 _WAL_ATTEMPTS = 20
+_ROUNDS = 5
+"""Times the PostgreSQL claim starts its tries over while allowed rows remain."""
+_PING_AFTER_IDLE = 5.0
+"""Seconds after which a pooled connection is pinged before use (see
+:func:`_ping_idle_connections`)."""
 # Key of the PostgreSQL advisory lock that serializes CREATE TABLE between
 # processes starting at the same time ("mailpool" in ASCII).
 _DDL_LOCK_KEY = 0x6D61696C706F6F6C
@@ -117,6 +125,9 @@ _INSERT_CHUNK = 5_000
 """Accounts per multi-row insert of :meth:`SQLStorage.add_many`."""
 _BULK_SQLITE_CACHE = -65536
 """SQLite's page cache while :meth:`SQLStorage.add_many` inserts (64 MiB)."""
+_ANALYZE_AFTER = 1_000
+"""Accounts added at once after which PostgreSQL's statistics are refreshed
+(``ANALYZE``)."""
 _LOOKUP_CHUNK = 500
 """Ids or emails per ``IN (...)`` when looking for a duplicate."""
 _COPIED = ("rank", "lease_until", "count_until", "sent_count")
@@ -205,7 +216,7 @@ def _build_schema() -> _Schema:
         # count_day read count_until, and its new in_flight reads
         # lease_until, before they are overwritten.
         sa.Column("sent_count", sa.Integer, nullable=False),
-        sa.Column("count_day", sa.Date, nullable=True),
+        sa.Column("count_day", _count_day_type(), nullable=True),
         # When count_day ends in the account's time zone: _NEVER without one.
         sa.Column("count_until", sa.Double, nullable=False),
         sa.Column("last_sent_at", sa.Double, nullable=True),
@@ -265,6 +276,22 @@ def _build_schema() -> _Schema:
     return _Schema(metadata, accounts, tags)
 
 
+def _count_day_type() -> Any:
+    """``DATE``, read on SQLite as the text stored (converted by
+    :func:`_to_account`), so that a corrupt value is an error naming its
+    account rather than SQLAlchemy's ``ValueError`` while fetching rows."""
+    import sqlalchemy as sa
+
+    class _StoredDate(sa.types.TypeDecorator[date]):
+        impl = sa.Date
+        cache_ok = True
+
+        def result_processor(self, dialect: Any, coltype: Any) -> None:
+            return None
+
+    return sa.Date().with_variant(_StoredDate(), "sqlite")
+
+
 class _MetadataAttribute:
     """``SQLStorage.metadata``: built on first access, so that importing
     mailpool does not need SQLAlchemy."""
@@ -322,11 +349,35 @@ def _count_until(account: Account) -> float:
 _NO_OAUTH2 = OAuth2Credentials()
 
 
-def _secret(value: SecretStr | None) -> str | None:
-    return None if value is None else value.get_secret_value()
+def _secret(value: SecretStr | None, box: SecretBox | None = None) -> str | None:
+    """A secret as stored: in clear, or encrypted by ``box``."""
+    if value is None:
+        return None
+    secret = value.get_secret_value()
+    return secret if box is None else box.encrypt(secret)
 
 
-def _settings_values(account: Account) -> dict[str, Any]:
+def _opened(stored: Any, box: SecretBox | None) -> Any:
+    """A stored secret in clear (decrypted by ``box``).
+
+    :raises ValueError: for an encrypted secret that ``box`` cannot decrypt,
+        or any encrypted secret without ``box``.
+    """
+    if not isinstance(stored, str):
+        return stored
+    return box.decrypt(stored) if box is not None else refuse_encrypted(stored)
+
+
+_SECRET_COLUMNS = (
+    "smtp_password",
+    "oauth2_access_token",
+    "oauth2_refresh_token",
+    "oauth2_client_secret",
+)
+"""The columns that hold secrets (encrypted with ``encryption=``)."""
+
+
+def _settings_values(account: Account, box: SecretBox | None) -> dict[str, Any]:
     """The columns :meth:`SQLStorage.update` writes: everything but usage."""
     smtp = account.smtp
     oauth2 = account.oauth2 or _NO_OAUTH2
@@ -347,24 +398,26 @@ def _settings_values(account: Account) -> dict[str, Any]:
         "smtp_use_tls": smtp.use_tls,
         "smtp_use_ssl": smtp.use_ssl,
         "smtp_username": smtp.username,
-        "smtp_password": _secret(smtp.password),
+        "smtp_password": _secret(smtp.password, box),
         "smtp_allow_insecure_auth": smtp.allow_insecure_auth,
         "has_oauth2": account.oauth2 is not None,
-        "oauth2_access_token": _secret(oauth2.access_token),
-        "oauth2_refresh_token": _secret(oauth2.refresh_token),
+        "oauth2_access_token": _secret(oauth2.access_token, box),
+        "oauth2_refresh_token": _secret(oauth2.refresh_token, box),
         "oauth2_token_expiry": _epoch(oauth2.token_expiry),
         "oauth2_client_id": oauth2.client_id,
-        "oauth2_client_secret": _secret(oauth2.client_secret),
+        "oauth2_client_secret": _secret(oauth2.client_secret, box),
         "oauth2_token_url": oauth2.token_url,
         "oauth2_scope": oauth2.scope,
     }
 
 
-def _account_row(account: Account, rank: float) -> dict[str, Any]:
+def _account_row(
+    account: Account, rank: float, box: SecretBox | None
+) -> dict[str, Any]:
     """Every column of a new account's row."""
     return {
         "id": account.id,
-        **_settings_values(account),
+        **_settings_values(account, box),
         "sent_count": account.sent_count,
         "count_day": account.count_day,
         "count_until": _count_until(account),
@@ -423,6 +476,33 @@ def _register_functions(dbapi_connection: Any) -> None:
     dbapi_connection.create_function("mailpool_day_end", 2, day_end, deterministic=True)
 
 
+def _column(row: Mapping[Any, Any], name: str, convert: Callable[[Any], T]) -> T:
+    """``convert`` applied to the column ``name`` of ``row``.
+
+    :raises ValueError: naming the column, for a value it cannot convert.
+    """
+    try:
+        return convert(row[name])
+    except (ArithmeticError, OSError):
+        problem = "a time out of range"
+    except TypeError:
+        problem = "not a number"
+    except ValueError:
+        problem = "malformed"
+    raise ValueError(f"{name}: {problem}")
+
+
+def _problem(exc: BaseException) -> str:
+    """What is wrong with a stored row, from the error that converting it
+    raised: the messages of mailpool's own errors (they name the field and
+    show no secret), short; only the class of any other error (whose
+    arguments might hold a value)."""
+    if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return "; ".join(lines[:3])[:300] or type(exc).__name__
+    return f"a value of the wrong type or size ({type(exc).__name__})"
+
+
 def _check_lengths(account: Account) -> None:
     for what, value in [("owner", account.owner), *(("tag", t) for t in account.tags)]:
         if value is not None and len(value) > _MAX_NAME:
@@ -437,21 +517,25 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def _to_account(row: RowMapping, tags: Iterable[str]) -> Account:
+def _to_account(
+    row: RowMapping, tags: Iterable[str], box: SecretBox | None = None
+) -> Account:
     oauth2 = None
     if row["has_oauth2"]:
         oauth2 = OAuth2Credentials(
-            access_token=row["oauth2_access_token"],
-            refresh_token=row["oauth2_refresh_token"],
-            token_expiry=_from_epoch(row["oauth2_token_expiry"]),
+            access_token=_opened(row["oauth2_access_token"], box),
+            refresh_token=_opened(row["oauth2_refresh_token"], box),
+            token_expiry=_column(row, "oauth2_token_expiry", _from_epoch),
             client_id=row["oauth2_client_id"],
-            client_secret=row["oauth2_client_secret"],
+            client_secret=_opened(row["oauth2_client_secret"], box),
             token_url=row["oauth2_token_url"],
             scope=row["oauth2_scope"],
         )
     count_day = row["count_day"]
-    if isinstance(count_day, str):  # a driver without date conversion
-        count_day = date.fromisoformat(count_day)
+    if isinstance(count_day, str):  # SQLite, or a driver without date conversion
+        count_day = _column(row, "count_day", date.fromisoformat)
+    elif count_day is not None and not isinstance(count_day, date):
+        raise ValueError("count_day: not a date")
     return Account(
         id=row["id"],
         email=row["email"],
@@ -471,15 +555,15 @@ def _to_account(row: RowMapping, tags: Iterable[str]) -> Account:
             use_tls=bool(row["smtp_use_tls"]),
             use_ssl=bool(row["smtp_use_ssl"]),
             username=row["smtp_username"],
-            password=row["smtp_password"],
+            password=_opened(row["smtp_password"], box),
             allow_insecure_auth=bool(row["smtp_allow_insecure_auth"]),
         ),
         oauth2=oauth2,
         sent_count=row["sent_count"],
         count_day=count_day,
-        last_sent_at=_from_epoch(row["last_sent_at"]),
+        last_sent_at=_column(row, "last_sent_at", _from_epoch),
         in_flight=row["in_flight"],
-        lease_until=_lease_from_epoch(row["lease_until"]),
+        lease_until=_column(row, "lease_until", _lease_from_epoch),
     )
 
 
@@ -492,12 +576,40 @@ def _is_sqlite_memory(url: URL) -> bool:
     )
 
 
+_SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token")
+"""URL query parameters whose value is a secret (``password``,
+``sslpassword``, ...): never shown, and moved out of the engine's URL."""
+_HIDDEN = "***"
+
+
+def _is_secret_key(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_QUERY_WORDS)
+
+
+def _redacted(url: URL) -> str:
+    """``url`` as mailpool shows it: without its password, and with
+    ``***`` for every secret query parameter."""
+    query = {k: _HIDDEN if _is_secret_key(k) else v for k, v in url.query.items()}
+    shown = url.set(query=query).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", f"={_HIDDEN}")
+
+
+def _url_secrets(url: URL) -> list[str]:
+    """The secrets in ``url``: its password and its secret query values."""
+    found = [url.password] if isinstance(url.password, str) else []
+    for key, value in url.query.items():
+        if _is_secret_key(key):
+            found.extend([value] if isinstance(value, str) else value)
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
 def _create_engine(url: str | URL, options: Mapping[str, Any]) -> Engine:
     import sqlalchemy as sa
 
     try:
         parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
+    except (sa.exc.ArgumentError, ValueError, TypeError):
         # Echo no part of an unparsable URL but its scheme: where the
         # password starts is exactly what could not be parsed.
         scheme, sep, _ = str(url).partition("://")
@@ -506,7 +618,7 @@ def _create_engine(url: str | URL, options: Mapping[str, Any]) -> Engine:
             f"{shown} is not a valid database URL: use e.g. sqlite:///app.db or "
             "postgresql+psycopg://user:password@host/db (quote special "
             "characters in the password with urllib.parse.quote_plus)"
-        ) from exc
+        ) from None  # the parser's error quotes the whole URL
     if parsed.host and "@" in parsed.host:
         # "user:p@ss@host" parses as password "p", host "ss@host": refuse it
         # rather than show the rest of the password in every message.
@@ -518,10 +630,19 @@ def _create_engine(url: str | URL, options: Mapping[str, Any]) -> Engine:
         # mailpool[postgres] installs psycopg 3; SQLAlchemy 2.0 would pick
         # psycopg2 for a bare postgresql:// URL.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    shown = parsed.render_as_string(hide_password=True)
+    shown = _redacted(parsed)
 
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() != "sqlite":
+        # A password in the query string (?password=..., ?sslpassword=...)
+        # goes to the driver as a connect argument, as the dialect would pass
+        # it, so that the engine's URL (and every repr of it) holds none.
+        secret = [k for k, v in parsed.query.items() if _is_secret_key(k)]
+        for key in secret:
+            value = parsed.query[key]
+            connect_args[key] = value if isinstance(value, str) else value[-1]
+        parsed = parsed.difference_update_query(secret)
     if parsed.get_backend_name() == "sqlite":
         connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT
         if _is_sqlite_memory(parsed):
@@ -555,8 +676,63 @@ def _create_engine(url: str | URL, options: Mapping[str, Any]) -> Engine:
             f"invalid URL options or engine_options for {shown}: {exc}"
         ) from exc
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, memory=_is_sqlite_memory(parsed))
+        memory = _is_sqlite_memory(parsed)
+        if not memory:
+            _create_owner_only(parsed)
+        _configure_sqlite(engine, memory=memory)
+    elif not options.get("pool_pre_ping"):
+        _ping_idle_connections(engine)
     return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat idle for
+    :data:`_PING_AFTER_IDLE` seconds, rather than before every use
+    (``pool_pre_ping``, a round trip more per statement on the send path).
+
+    A connection that went stale (server restart, idle timeout of a proxy)
+    is found and replaced before anything is sent on it, so no statement is
+    ever retried, nor a claim applied twice. A connection that breaks within
+    :data:`_PING_AFTER_IDLE` seconds of its last use makes the next
+    operation raise :class:`StorageError` (SQLAlchemy then discards it, and
+    the operation after that gets a new one)."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import DisconnectionError
+
+    errors = engine.dialect.loaded_dbapi.Error
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["mailpool_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop("mailpool_idle_since", None)
+        if since is None or time.monotonic() - since < _PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+            dbapi_connection.rollback()  # end the ping's implicit transaction
+        except errors as exc:
+            logger.debug("replacing a stale database connection")
+            raise DisconnectionError(type(exc).__name__) from None
+
+
+def _create_owner_only(url: URL) -> None:
+    """Create a new SQLite file owner-only (0600) before SQLite does (which
+    would follow the umask, usually world-readable): the database holds
+    passwords. SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files the
+    permissions of the database file. An existing file keeps its own; a
+    ``file:`` URI (``?uri=true``) is left to SQLite."""
+    database = url.database
+    if not database or database.startswith("file:") or "uri" in url.query:
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # it exists, or SQLite will report why it cannot be opened
+        return
+    os.close(fd)
+    logger.debug("created the SQLite file %s (owner-only)", database)
 
 
 def _configure_sqlite(engine: Engine, *, memory: bool) -> None:
@@ -794,11 +970,17 @@ class SQLStorage:
         :meth:`close`).
     :param engine_options: keyword arguments for
         :func:`sqlalchemy.create_engine` (e.g. ``pool_size``), merged over
-        mailpool's defaults (``pool_pre_ping=True``, ``hide_parameters=True``,
-        a 30 s busy timeout on SQLite).
+        mailpool's defaults (``hide_parameters=True``, a 30 s busy timeout on
+        SQLite; on other databases a pooled connection is pinged before use
+        only after 5 s idle, unless you pass ``pool_pre_ping=True``).
     :param create_tables: create the tables on first use when they are
         missing; pass ``False`` when your own migrations create them from
         :attr:`metadata`.
+    :param encryption: a :class:`~mailpool.encryption.SecretBox` to keep
+        passwords, tokens and client secrets encrypted in the database
+        (``fernet:`` tokens; the rest stays readable). A database with
+        encrypted secrets opened without the key, or with a wrong one, raises
+        :class:`~mailpool.StorageError` on first use and changes nothing.
     :raises ConfigurationError: if SQLAlchemy or the database driver is not
         installed, or the URL is malformed.
 
@@ -807,13 +989,19 @@ class SQLStorage:
     computed by PostgreSQL's time zone database, by Python's on SQLite
     (functions given to each connection), and in Python on other databases.
 
-    The database holds SMTP passwords and OAuth2 tokens as plain text: protect
-    it (and its backups) like any credential store.
+    Without ``encryption`` the database holds SMTP passwords and OAuth2
+    tokens as plain text: protect it (and its backups) like any credential
+    store. A new SQLite file (and its ``-wal`` / ``-shm`` files) is created
+    owner-only (0600). Passwords in the URL (also ``?password=`` and other
+    secret query parameters) are shown as ``***`` in ``repr``, errors and
+    logs, and passed to the driver outside the engine's URL.
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
        Claims, leases and the ``rank`` / ``in_flight`` / ``lease_until``
-       columns; the old ``reserve`` / ``eligible`` methods are gone.
+       columns; the old ``reserve`` / ``eligible`` methods are gone;
+       ``encryption``; :meth:`save_oauth2_tokens`; no ``pool_pre_ping`` by
+       default.
     """
 
     metadata = _MetadataAttribute()
@@ -826,11 +1014,13 @@ class SQLStorage:
         *,
         engine_options: Mapping[str, Any] | None = None,
         create_tables: bool = True,
+        encryption: SecretBox | None = None,
     ) -> None:
         _require_sqlalchemy()
         import sqlalchemy as sa
 
         self._schema = _get_schema()
+        self._box = encryption
         if isinstance(url, sa.Engine):
             if engine_options:
                 raise ConfigurationError(
@@ -842,8 +1032,19 @@ class SQLStorage:
         else:
             self._engine = _create_engine(url, engine_options or {})
             self._owns_engine = True
-        self._location = self._engine.url.render_as_string(hide_password=True)
-        self._password = self._engine.url.password
+        self._location = _redacted(self._engine.url)
+        self._secrets = _url_secrets(self._engine.url)
+        if self._owns_engine:
+            given = dict((engine_options or {}).get("connect_args", {}))
+            self._secrets = sorted(
+                {
+                    *self._secrets,
+                    *_url_secrets(sa.make_url(url)),  # type: ignore[arg-type]
+                    *(v for k, v in given.items() if _is_secret_key(k) and v),
+                },
+                key=len,
+                reverse=True,
+            )
         # SQLAlchemy wraps driver errors; the driver's own base class catches
         # what a connection event hook may raise unwrapped.
         self._errors: tuple[type[BaseException], ...] = (
@@ -897,22 +1098,58 @@ class SQLStorage:
         """
         try:
             yield
+            return
         except MailpoolError:
             raise
         except self._errors as exc:
-            from sqlalchemy.exc import IntegrityError
+            error = self._translate(exc, action, duplicates, new)
+        # Raised outside the except clause, so that no frame of the
+        # traceback holds the driver's error (nor the row in its parameters);
+        # the context (the error being handled by the caller's ``with``) is
+        # dropped, and a bare ``raise`` does not set it again.
+        try:
+            raise error
+        except MailpoolError:
+            error.__context__ = None
+            raise
 
-            integrity = (
-                IntegrityError,
-                self._engine.dialect.loaded_dbapi.IntegrityError,
-            )
-            if duplicates and isinstance(exc, integrity):
-                clash = self._find_clash(duplicates, new=new)
-                if clash is not None:
-                    raise clash from exc
-            message = f"could not {action} in {self._location}: {self._describe(exc)}"
+    def _translate(
+        self,
+        exc: BaseException,
+        action: str,
+        duplicates: Sequence[Account],
+        new: bool,
+    ) -> MailpoolError:
+        """The MailpoolError for the driver error ``exc``: caused by a bare
+        copy of the driver's message (no parameters, traceback or context)."""
+        from sqlalchemy.exc import IntegrityError
+
+        cause = self._bare(exc)
+        integrity = (IntegrityError, self._engine.dialect.loaded_dbapi.IntegrityError)
+        error: MailpoolError | None = None
+        if duplicates and isinstance(exc, integrity):
+            error = self._find_clash(duplicates, new=new)
+        if error is None:
+            message = f"could not {action} in {self._location}: {cause}"
             logger.debug("%s", message)
-            raise StorageError(message, location=self._location) from exc
+            error = StorageError(message, location=self._location)
+        error.__cause__ = cause
+        error.__suppress_context__ = True
+        return error
+
+    def _bare(self, exc: BaseException) -> BaseException:
+        """The driver's error as a new exception of its class (or a plain
+        Exception), holding only :meth:`_describe`'s text."""
+        cause = getattr(exc, "orig", None)
+        original = cause if isinstance(cause, BaseException) else exc
+        text = self._describe(exc)
+        try:
+            bare = type(original)(text)
+        except Exception:  # an exception class with another signature
+            bare = Exception(text)
+        if str(bare) != text:  # a class that renders its arguments its own way
+            bare = Exception(text)
+        return bare
 
     def _describe(self, exc: BaseException) -> str:
         """The driver's own first line, without parameters or password."""
@@ -920,8 +1157,8 @@ class SQLStorage:
         error = cause if isinstance(cause, BaseException) else exc
         lines = str(error).strip().splitlines()
         text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-        if self._password:
-            text = text.replace(self._password, "***")
+        for secret in self._secrets:
+            text = text.replace(secret, _HIDDEN)
         return text
 
     def _find_clash(
@@ -1021,7 +1258,38 @@ class SQLStorage:
                 if missing:
                     self._schema.metadata.create_all(conn, checkfirst=True)
                     logger.info("created the mailpool tables in %s", self._location)
+                else:
+                    self._check_key(conn)
             self._ready = True
+
+    def _check_key(self, conn: Connection) -> None:
+        """Refuse a database whose encrypted secrets this storage cannot
+        decrypt (no key, or a wrong one) before anything is read or written:
+        one encrypted value, if any, must decrypt."""
+        import sqlalchemy as sa
+
+        a = self._schema.accounts
+        columns = [a.c[name] for name in _SECRET_COLUMNS]
+        found = conn.execute(
+            sa.select(a.c.id, *columns)
+            .where(sa.or_(*(c.startswith(ENCRYPTED_PREFIX) for c in columns)))
+            .limit(1)
+        ).first()
+        if found is None:
+            return
+        account_id, *values = found
+        try:
+            for value in values:
+                _opened(value, self._box)
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            return
+        raise StorageError(
+            f"cannot use {self._location}: account {account_id!r}: "
+            f"{problem.removeprefix('it ')}",
+            location=self._location,
+        )
 
     # ------------------------------------------------------------- queries
 
@@ -1051,14 +1319,16 @@ class SQLStorage:
         return found
 
     def _account_of(self, row: RowMapping, tags: Iterable[str]) -> Account:
-        """The account of a stored row; StorageError when it is invalid."""
+        """The account of a stored row; StorageError naming the account and
+        the problem when it is invalid (a corrupt row, a wrong key)."""
         try:
-            return _to_account(row, tags)
-        except ConfigurationError as exc:
-            raise StorageError(
-                f"account {row['id']!r} in {self._location} is invalid: {exc}",
-                location=self._location,
-            ) from exc
+            return _to_account(row, tags, self._box)
+        except (ArithmeticError, LookupError, TypeError, ValueError, OSError) as exc:
+            problem = _problem(exc)
+        raise StorageError(
+            f"account {row['id']!r} in {self._location} is invalid: {problem}",
+            location=self._location,
+        )
 
     def _accounts_where(
         self, conn: Connection, *where: ColumnElement[bool]
@@ -1420,22 +1690,41 @@ class SQLStorage:
             ids.add(account.id)
         if not new:
             return 0
-        a, t = self._schema.accounts, self._schema.tags
         adding = self._write("add accounts", duplicates=new, new=True)
         with adding as conn, self._bulk(conn) as insert:
-            for chunk in _chunks(new, _INSERT_CHUNK):
-                rows = [_account_row(x, _RANKS.random()) for x in chunk]
-                insert(a, rows)
-                insert(
-                    t,
-                    [
-                        tag_row
-                        for account, row in zip(chunk, rows, strict=True)
-                        for tag_row in _tag_rows(account.id, account.tags, row)
-                    ],
-                )
+            self._insert_accounts(insert, new)
         logger.debug("added %d accounts", len(new))
+        if len(new) >= _ANALYZE_AFTER and self._engine.dialect.name == "postgresql":
+            # Fresh statistics, so that the planner walks the claim indexes
+            # right away rather than after autovacuum's next round.
+            quote = self._engine.dialect.identifier_preparer.quote
+            tables = ", ".join(
+                quote(t.name) for t in self._schema.metadata.sorted_tables
+            )
+            with self._write("analyze the tables", single=True) as conn:
+                conn.exec_driver_sql(f"ANALYZE {tables}")
         return len(new)
+
+    def _insert_accounts(
+        self,
+        insert: Callable[[Table, list[dict[str, Any]]], None],
+        accounts: Sequence[Account],
+    ) -> None:
+        """Insert the rows of new accounts. A function of its own: the rows
+        (secrets in them) are locals of no frame that an error raised by
+        :meth:`add_many` passes through."""
+        a, t = self._schema.accounts, self._schema.tags
+        for chunk in _chunks(accounts, _INSERT_CHUNK):
+            rows = [_account_row(x, _RANKS.random(), self._box) for x in chunk]
+            insert(a, rows)
+            insert(
+                t,
+                [
+                    tag_row
+                    for account, row in zip(chunk, rows, strict=True)
+                    for tag_row in _tag_rows(account.id, account.tags, row)
+                ],
+            )
 
     @contextmanager
     def _bulk(
@@ -1548,8 +1837,20 @@ class SQLStorage:
             if not row:
                 raise AccountNotFound(account.id, location=self._location)
             count_day = row["count_day"]
-            if isinstance(count_day, str):  # a driver without date conversion
-                count_day = date.fromisoformat(count_day)
+            if count_day is not None and not isinstance(count_day, date):
+                # SQLite (or a driver without date conversion): ISO text
+                try:
+                    count_day = _column(row, "count_day", date.fromisoformat)
+                except ValueError as exc:
+                    problem = str(exc)
+                else:
+                    problem = ""
+                if problem:
+                    raise StorageError(
+                        f"account {account.id!r} in {self._location} is "
+                        f"invalid: {problem}",
+                        location=self._location,
+                    )
             row["count_until"] = (
                 _NEVER if count_day is None else _day_end(account.timezone, count_day)
             )
@@ -1557,13 +1858,65 @@ class SQLStorage:
                 sa.update(a)
                 .where(a.c.id == account.id)
                 .values(
-                    {**_settings_values(account), "count_until": row["count_until"]}
+                    {
+                        **_settings_values(account, self._box),
+                        "count_until": row["count_until"],
+                    }
                 )
             )
             conn.execute(sa.delete(t).where(t.c.account_id == account.id))
             if account.tags:
                 conn.execute(sa.insert(t), _tag_rows(account.id, account.tags, row))
             return self._accounts_where(conn, a.c.id == account.id)[0]
+
+    def save_oauth2_tokens(
+        self,
+        account_id: str,
+        tokens: OAuth2Credentials,
+        /,
+        *,
+        replacing: SecretStr | None,
+    ) -> Account:
+        """Compare-and-set renewed OAuth2 tokens (the
+        :class:`~mailpool.transport.oauth2.TokenStore` protocol), in one
+        transaction: lock the account's row, and when its refresh token
+        (decrypted) equals ``replacing``, write the access token, refresh
+        token and expiry of ``tokens``, and no other column.
+
+        :returns: the account as stored afterwards, changed or not.
+        :raises AccountNotFound: when there is no such account.
+        """
+        import sqlalchemy as sa
+
+        a = self._schema.accounts
+        with self._write("save OAuth2 tokens") as conn:
+            locked = conn.execute(
+                sa.select(a.c.id).where(a.c.id == account_id).with_for_update()
+            ).first()
+            if locked is None:
+                raise AccountNotFound(account_id, location=self._location)
+            stored = self._accounts_where(conn, a.c.id == account_id)[0]
+            oauth = stored.oauth2
+            if oauth is None or _secret(oauth.refresh_token) != _secret(replacing):
+                return stored
+            conn.execute(
+                sa.update(a)
+                .where(a.c.id == account_id)
+                .values(
+                    oauth2_access_token=_secret(tokens.access_token, self._box),
+                    oauth2_refresh_token=_secret(tokens.refresh_token, self._box),
+                    oauth2_token_expiry=_epoch(tokens.token_expiry),
+                )
+            )
+            renewed = oauth.model_copy(
+                update={
+                    "access_token": tokens.access_token,
+                    "refresh_token": tokens.refresh_token,
+                    "token_expiry": _from_epoch(_epoch(tokens.token_expiry)),
+                }
+            )
+        logger.debug("saved the renewed OAuth2 tokens of account %s", account_id)
+        return stored.replace(oauth2=renewed)
 
     def remove(self, account_id: str, /) -> None:
         """See :meth:`Storage.remove`."""
@@ -1645,21 +1998,25 @@ class SQLStorage:
     def _claim_postgresql(self, shape: _Shape, claim: Claim) -> Account | None:
         """Claim the tries of :data:`_ATTEMPTS` in turn: when one found
         nothing, look (without locks) whether an allowed row exists that other
-        claims held locked, and try again if so."""
-        for lock in _ATTEMPTS:
-            statement = self._claim_statement(shape, lock)
-            with self._write("claim an account", single=True) as conn:
-                rows = conn.execute(statement, shape.params(claim)).mappings().all()
-                if rows:
-                    tags = [row["tag"] for row in rows if row["tag"] is not None]
-                    return self._account_of(rows[0], tags)
-                if lock == "wait" or shape.account_id:
-                    return None
-                probe = self._cached(("pick", shape), lambda: self._pick(shape))
-                params = shape.params(claim, claiming=False)
-                if conn.execute(probe, params).first() is None:
-                    return None
-            logger.debug("the allowed accounts were locked by other claims")
+        claims held locked, and try again if so. Even the last try, which
+        waits for a lock, can find its row taken meanwhile (PostgreSQL then
+        re-checks it and drops it): the sequence starts over, a few times,
+        while allowed rows remain."""
+        for _ in range(_ROUNDS):
+            for lock in _ATTEMPTS:
+                statement = self._claim_statement(shape, lock)
+                with self._write("claim an account", single=True) as conn:
+                    rows = conn.execute(statement, shape.params(claim)).mappings().all()
+                    if rows:
+                        tags = [row["tag"] for row in rows if row["tag"] is not None]
+                        return self._account_of(rows[0], tags)
+                    if shape.account_id and lock == "wait":
+                        return None
+                    probe = self._cached(("pick", shape), lambda: self._pick(shape))
+                    params = shape.params(claim, claiming=False)
+                    if conn.execute(probe, params).first() is None:
+                        return None
+                logger.debug("the allowed accounts were locked by other claims")
         return None
 
     def _claim_returning(self, shape: _Shape, claim: Claim) -> Account | None:

@@ -25,12 +25,23 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
+from mailpool.replies import Stage
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 __all__ = ["Client", "SSLClient", "flatten"]
 
 _MAX_CHALLENGES = 5
+_STAGES = {
+    "ehlo": Stage.EHLO,
+    "helo": Stage.EHLO,
+    "starttls": Stage.STARTTLS,
+    "auth": Stage.AUTH,
+    "mail": Stage.MAIL,
+    "rcpt": Stage.RCPT,
+    "data": Stage.DATA,
+}
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -61,6 +72,10 @@ class Client(smtplib.SMTP):
     deadline: float | None = None
     """A :func:`time.monotonic` time after which no read or write may wait."""
     _in_data = False
+    _in_auth = False
+    stage: Stage = Stage.CONNECT
+    """The stage of the session the next reply answers (for
+    :mod:`mailpool.replies`)."""
 
     def start_attempt(self, seconds: float | None) -> None:
         """A new attempt: nothing sent yet, and ``seconds`` to finish it."""
@@ -94,6 +109,11 @@ class Client(smtplib.SMTP):
             self.file = io.BufferedReader(_DeadlineReader(self))
         return super().getreply()
 
+    def putcmd(self, cmd: str, args: str = "") -> None:
+        if not self._in_auth:  # AUTH continuation lines are base64, not verbs
+            self.stage = _STAGES.get(cmd.lower(), self.stage)
+        super().putcmd(cmd, args)
+
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
         self._in_data = True
         try:
@@ -123,11 +143,17 @@ class Client(smtplib.SMTP):
         else:
             code, reply = self.docmd("AUTH", mechanism.upper())
         challenges = 0
-        while code == 334:
-            challenges += 1
-            if challenges > _MAX_CHALLENGES:
-                raise smtplib.SMTPException("the server kept sending AUTH challenges")
-            code, reply = self.docmd(_b64(authobject(base64.decodebytes(reply))))
+        self._in_auth = True
+        try:
+            while code == 334:
+                challenges += 1
+                if challenges > _MAX_CHALLENGES:
+                    raise smtplib.SMTPException(
+                        "the server kept sending AUTH challenges"
+                    )
+                code, reply = self.docmd(_b64(authobject(base64.decodebytes(reply))))
+        finally:
+            self._in_auth = False
         if code in (235, 503):
             return code, reply
         raise smtplib.SMTPAuthenticationError(code, reply)

@@ -13,6 +13,10 @@ import ssl
 from collections.abc import Iterator
 
 from mailpool.errors import (
+    AccountBroken,
+    AccountError,
+    AccountQuotaExceeded,
+    AccountThrottled,
     AuthenticationError,
     ConnectFailure,
     DeliveryUnknown,
@@ -21,9 +25,10 @@ from mailpool.errors import (
     TemporarySendError,
 )
 from mailpool.models import Account
+from mailpool.replies import DEFAULT_REPLIES, Reply, ReplyClass, ReplyRules, Stage
 from mailpool.transport._client import Client
 
-__all__ = ["login_name", "map_errors", "scrubbed"]
+__all__ = ["login_name", "map_errors", "reply_of", "scrubbed", "stage_of", "text_of"]
 
 
 def login_name(account: Account) -> str | None:
@@ -70,15 +75,172 @@ def _basic_auth_off(reply: str) -> bool:
     return "5.7.30" in text or ("5.7.139" in text and "basic auth" in text)
 
 
-def _reply(code: int, text: bytes | str) -> str:
+_ACCOUNT_ERRORS: dict[ReplyClass, type[AccountError]] = {
+    ReplyClass.ACCOUNT_BROKEN: AccountBroken,
+    ReplyClass.ACCOUNT_QUOTA: AccountQuotaExceeded,
+    ReplyClass.ACCOUNT_THROTTLED: AccountThrottled,
+}
+_CONTENT = (Stage.DATA, Stage.END_OF_DATA)
+_MEANING = {
+    ReplyClass.ACCOUNT_BROKEN: "the account cannot send as configured",
+    ReplyClass.ACCOUNT_QUOTA: "the account reached its sending quota at the provider",
+    ReplyClass.ACCOUNT_THROTTLED: "the provider is throttling the account",
+}
+
+
+def reply_of(exc: smtplib.SMTPResponseException, connection: Client | None) -> Reply:
+    """The reply behind ``exc`` and the stage it answered."""
+    text = exc.smtp_error
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return f"{code} {text}".strip()
+    return Reply(exc.smtp_code, str(text), stage_of(exc, connection))
+
+
+def stage_of(exc: smtplib.SMTPResponseException, connection: Client | None) -> Stage:
+    """The stage of the session that ``exc`` answered."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return Stage.AUTH
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return Stage.MAIL
+    if isinstance(exc, smtplib.SMTPConnectError):
+        return Stage.CONNECT
+    if isinstance(exc, smtplib.SMTPHeloError):
+        return Stage.EHLO
+    if connection is None:
+        return Stage.CONNECT
+    if isinstance(exc, smtplib.SMTPDataError) or connection.stage is Stage.DATA:
+        return Stage.END_OF_DATA if connection.body_sent else Stage.DATA
+    return connection.stage
+
+
+def _account_error(
+    kind: ReplyClass, account: Account, server: str, reply: Reply, what: str
+) -> AccountError:
+    error = _ACCOUNT_ERRORS[kind]
+    if error is AccountBroken and (
+        reply.stage is Stage.AUTH or reply.code in (530, 534, 535)
+    ):
+        return _auth_error(account, server, reply)
+    return error(
+        f"{server} refused {what} from {account.email} ({reply}): {_MEANING[kind]}",
+        smtp_code=reply.code,
+        account_id=account.id,
+        reply_class=kind.value,
+    )
+
+
+def _auth_error(account: Account, server: str, reply: Reply) -> AuthenticationError:
+    text = str(reply)
+    xoauth2 = account.oauth2 is not None and account.oauth2.access_token
+    if not xoauth2 and _basic_auth_off(text):
+        # Microsoft 365 without basic authentication (550 5.7.30,
+        # 535 5.7.139): only OAuth2 logs in (issue 10).
+        message = (
+            f"{server} refused the password login of {login_name(account)} "
+            f"({text}): the provider requires OAuth2 for this account; "
+            "store OAuth2 credentials with a refresh token (see "
+            "docs/oauth2.md) and set the account active"
+        )
+    elif reply.stage is Stage.AUTH:
+        message = f"{server} refused the login of {login_name(account)}: {text}"
+    else:
+        message = (
+            f"{server} requires a login that {account.email} did not give "
+            f"or was refused: {text}"
+        )
+    return AuthenticationError(
+        message,
+        smtp_code=reply.code,
+        account_id=account.id,
+        reply_class=ReplyClass.ACCOUNT_BROKEN.value,
+    )
+
+
+def _recipients_error(
+    exc: smtplib.SMTPRecipientsRefused, account: Account, server: str, rules: ReplyRules
+) -> SendError:
+    """Every recipient was refused: the worst meaning decides."""
+    replies = {
+        address: Reply(code, text_of(text), Stage.RCPT)
+        for address, (code, text) in exc.recipients.items()
+    }
+    kinds = {address: rules.classify(reply) for address, reply in replies.items()}
+    details = "; ".join(f"{address}: {reply}" for address, reply in replies.items())
+    for kind in _ACCOUNT_ERRORS:  # about the account: failover
+        for address, found in kinds.items():
+            if found is kind:
+                return _account_error(
+                    kind, account, server, replies[address], "the recipients"
+                )
+    codes = [reply.code for reply in replies.values()]
+    final = (ReplyClass.RECIPIENT, ReplyClass.MESSAGE)
+    if all(kind in final for kind in kinds.values()):
+        return MessageRejected(
+            f"{server} refused every recipient for good: {details}",
+            recipients=exc.recipients,
+            smtp_code=max(codes),
+            account_id=account.id,
+            reply_class=ReplyClass.RECIPIENT.value,
+        )
+    return TemporarySendError(
+        f"{server} refused every recipient, some only for now: {details}",
+        smtp_code=codes[0],
+        account_id=account.id,
+        reply_class=ReplyClass.TRANSIENT.value,
+    )
+
+
+def text_of(text: bytes | str) -> str:
+    """A reply's text as ``str``."""
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+
+
+def _reply_error(
+    exc: smtplib.SMTPResponseException,
+    account: Account,
+    connection: Client | None,
+    server: str,
+    rules: ReplyRules,
+) -> SendError:
+    reply = reply_of(exc, connection)
+    kind = rules.classify(reply)
+    what = {
+        Stage.MAIL: "the sender",
+        Stage.RCPT: "the recipients",
+        Stage.DATA: "the message",
+        Stage.END_OF_DATA: "the message",
+        Stage.AUTH: "the login",
+    }.get(reply.stage, "the session")
+    if kind in _ACCOUNT_ERRORS:
+        return _account_error(kind, account, server, reply, what)
+    if kind in (ReplyClass.RECIPIENT, ReplyClass.MESSAGE):
+        return MessageRejected(
+            f"{server} refused the message: {reply}",
+            smtp_code=reply.code,
+            account_id=account.id,
+            reply_class=kind.value,
+        )
+    text = (
+        f"{server} deferred the message: {reply}"
+        if reply.stage in _CONTENT
+        else f"{server} answered {reply}"
+    )
+    return TemporarySendError(
+        text,
+        smtp_code=reply.code,
+        account_id=account.id,
+        reply_class=ReplyClass.TRANSIENT.value,
+    )
 
 
 @contextlib.contextmanager
-def map_errors(account: Account, connection: Client | None = None) -> Iterator[None]:
-    """Turn smtplib, ssl and socket errors into mailpool's SendError tree."""
+def map_errors(
+    account: Account,
+    connection: Client | None = None,
+    rules: ReplyRules = DEFAULT_REPLIES,
+) -> Iterator[None]:
+    """Turn smtplib, ssl and socket errors into mailpool's SendError tree;
+    SMTP replies are classified by ``rules``."""
     server = f"{account.smtp.host}:{account.smtp.port}"
     aid = account.id
     try:
@@ -96,73 +258,10 @@ def map_errors(account: Account, connection: Client | None = None) -> Iterator[N
             raise
     except SendError:
         raise
-    except smtplib.SMTPAuthenticationError as exc:
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        xoauth2 = account.oauth2 is not None and account.oauth2.access_token
-        if not xoauth2 and _basic_auth_off(reply):
-            # Microsoft 365 without basic authentication (550 5.7.30,
-            # 535 5.7.139): only OAuth2 logs in (issue 10).
-            raise AuthenticationError(
-                f"{server} refused the password login of {login_name(account)} "
-                f"({reply}): the provider requires OAuth2 for this account; "
-                "store OAuth2 credentials with a refresh token (see "
-                "docs/oauth2.md) and set the account active",
-                smtp_code=exc.smtp_code,
-                account_id=aid,
-            ) from exc
-        raise AuthenticationError(
-            f"{server} refused the login of {login_name(account)}: "
-            f"{_reply(exc.smtp_code, exc.smtp_error)}",
-            smtp_code=exc.smtp_code,
-            account_id=aid,
-        ) from exc
     except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _ in exc.recipients.values()]
-        details = "; ".join(
-            f"{address}: {_reply(code, text)}"
-            for address, (code, text) in exc.recipients.items()
-        )
-        if any(400 <= code < 500 for code in codes):
-            raise TemporarySendError(
-                f"{server} refused every recipient, some only for now: {details}",
-                smtp_code=codes[0],
-                account_id=aid,
-            ) from exc
-        raise MessageRejected(
-            f"{server} refused every recipient for good: {details}",
-            recipients=exc.recipients,
-            smtp_code=max(codes),
-            account_id=aid,
-        ) from exc
-    except smtplib.SMTPDataError as exc:
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        if 400 <= exc.smtp_code < 500:
-            raise TemporarySendError(
-                f"{server} deferred the message: {reply}",
-                smtp_code=exc.smtp_code,
-                account_id=aid,
-            ) from exc
-        raise MessageRejected(
-            f"{server} refused the message: {reply}",
-            smtp_code=exc.smtp_code,
-            account_id=aid,
-        ) from exc
+        raise _recipients_error(exc, account, server, rules) from exc
     except smtplib.SMTPResponseException as exc:
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        if exc.smtp_code in (530, 534, 535):
-            raise AuthenticationError(
-                f"{server} requires a login that {account.email} did not give "
-                f"or was refused: {reply}",
-                smtp_code=exc.smtp_code,
-                account_id=aid,
-            ) from exc
-        if 400 <= exc.smtp_code < 500:
-            raise TemporarySendError(
-                f"{server} answered {reply}", smtp_code=exc.smtp_code, account_id=aid
-            ) from exc
-        raise SendError(
-            f"{server} answered {reply}", smtp_code=exc.smtp_code, account_id=aid
-        ) from exc
+        raise _reply_error(exc, account, connection, server, rules) from exc
     except smtplib.SMTPServerDisconnected as exc:
         # smtplib reports a read timeout as a disconnect.
         what = (

@@ -31,6 +31,10 @@ class Transport(Protocol):
     def check(self, account: Account, /) -> str:
         """Connect and log in without sending.
 
+        A transport that can also test the envelope accepts a keyword
+        ``probe`` (see :meth:`SMTPTransport.check`), which
+        ``AccountPool.test_connection(..., deep=True)`` passes.
+
         :returns: a sentence describing what worked.
         :raises SendError: or a subclass, describing what failed.
         """

@@ -27,9 +27,10 @@ from mailpool.errors import (
     TemporarySendError,
 )
 from mailpool.models import Account
+from mailpool.replies import DEFAULT_REPLIES, Reply, ReplyClass, ReplyRules, Stage
 from mailpool.storage.base import Storage
 from mailpool.transport._client import Client, SSLClient, flatten
-from mailpool.transport._errors import login_name, map_errors, scrubbed
+from mailpool.transport._errors import login_name, map_errors, scrubbed, text_of
 from mailpool.transport.oauth2 import RefreshTokenGrant, TokenKeeper, TokenProvider
 
 __all__ = ["SMTPTransport"]
@@ -68,6 +69,12 @@ class SMTPTransport:
         by default), shortly before they expire and once more when the
         server refuses one (the login is then tried once again). The pool
         saves renewed tokens through its storage (:meth:`bind_storage`).
+    :param replies: what each SMTP reply means (:mod:`mailpool.replies`);
+        :data:`~mailpool.replies.DEFAULT_REPLIES` by default. Pass
+        ``ReplyRules([...])`` to extend or override the built-in rules.
+
+    .. versionchanged:: 0.2
+       ``replies``.
     """
 
     noop_after = 10.0
@@ -83,6 +90,7 @@ class SMTPTransport:
         ssl_context: ssl.SSLContext | None = None,
         reuse_connections: bool = True,
         token_provider: TokenProvider | None = None,
+        replies: ReplyRules | None = None,
     ) -> None:
         for name, value in (("timeout", timeout), ("deadline", deadline)):
             if not (isinstance(value, (int, float)) and math.isfinite(value)) or (
@@ -100,6 +108,7 @@ class SMTPTransport:
         self._generation = 0  # bumped by close(): older sessions are not kept
         self._lock = threading.Lock()
         self._tokens = TokenKeeper(token_provider or RefreshTokenGrant())
+        self.replies = replies if replies is not None else DEFAULT_REPLIES
 
     def __repr__(self) -> str:
         return f"<SMTPTransport timeout={self.timeout} reuse={self._reuse}>"
@@ -156,21 +165,87 @@ class SMTPTransport:
     ) -> dict[str, tuple[int, bytes]]:
         client = session.connection
         client.body_sent = False
-        with map_errors(account, client), self._discard_on_error(session):
+        with map_errors(account, client, self.replies), self._discard_on_error(session):
             data, options = flatten(client, message)
-            return client.sendmail(account.email, recipients, data, options)
+            refused = client.sendmail(account.email, recipients, data, options)
+        return self._further_transactions(session, account, data, options, refused)
 
-    def check(self, account: Account, /) -> str:
-        """Connect and log in, then quit; see :meth:`Transport.check`."""
+    def _further_transactions(
+        self,
+        session: _Session,
+        account: Account,
+        data: bytes,
+        options: list[str],
+        refused: dict[str, tuple[int, bytes]],
+    ) -> dict[str, tuple[int, bytes]]:
+        """Send the message again to the recipients refused only because the
+        transaction had too many (``452 4.5.3``), until none is left.
+
+        The message has left for the others by now: a failure here reports
+        the rest as refused instead of raising (a retry would send it twice).
+        """
+        while pending := [
+            address
+            for address, (code, text) in refused.items()
+            if self.replies.classify(Reply(code, text_of(text), Stage.RCPT))
+            is ReplyClass.TOO_MANY_RECIPIENTS
+        ]:
+            client = session.connection
+            client.body_sent = False
+            try:
+                more = client.sendmail(account.email, pending, data, options)
+            except (smtplib.SMTPException, OSError) as exc:
+                log.warning(
+                    "further transaction of %s for %d recipients failed: %s",
+                    account.email,
+                    len(pending),
+                    type(exc).__name__,
+                )
+                client.close()
+                session.generation = -1  # not kept for reuse
+                return refused
+            if len(more) == len(pending):  # no progress: give up on them
+                return refused
+            refused = {a: r for a, r in refused.items() if a not in pending} | more
+        return refused
+
+    def check(self, account: Account, /, *, probe: str | None = None) -> str:
+        """Connect and log in, then quit; see :meth:`Transport.check`.
+
+        :param probe: also issue ``MAIL FROM`` (the account's address) and
+            ``RCPT TO`` this address, then ``RSET``, without ``DATA``: this
+            finds the sender-ownership and relay refusals a login does not.
+
+        .. versionchanged:: 0.2
+           ``probe``.
+        """
         with scrubbed():
             session = self._open(account, time.monotonic() + self.deadline)
+            if probe is not None:
+                self._probe(session, account, probe)
         _quit(session.connection)
         account = self._tokens.current(account)
         settings = account.smtp
         how = "STARTTLS" if settings.use_tls else "TLS" if settings.use_ssl else "plain"
         login = login_name(account)
         done = f" and logged in as {login}" if login else " (no login configured)"
+        if probe is not None:
+            done += (
+                f"; MAIL FROM {account.email} and RCPT TO {probe} were accepted "
+                "(then reset: nothing was sent)"
+            )
         return f"Connected to {settings.host}:{settings.port} ({how}){done}."
+
+    def _probe(self, session: _Session, account: Account, probe: str) -> None:
+        client = session.connection
+        with map_errors(account, client, self.replies), self._discard_on_error(session):
+            code, text = client.mail(account.email)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, text, account.email)
+            code, text = client.rcpt(probe)
+            if code not in (250, 251):
+                raise smtplib.SMTPRecipientsRefused({probe: (code, text)})
+            client.rset()
 
     def close(self) -> None:
         """Quit every idle session; sessions busy now are quit when done."""
@@ -249,7 +324,10 @@ class SMTPTransport:
         # would also connect at once, before the deadline is set.
         connection._host = settings.host  # type: ignore[attr-defined]
         session = _Session(connection, _fingerprint(account), self._generation)
-        with map_errors(account), self._discard_on_error(session):
+        with (
+            map_errors(account, connection, self.replies),
+            self._discard_on_error(session),
+        ):
             code, greeting = connection.connect(settings.host, settings.port)
             if code != 220:
                 raise smtplib.SMTPConnectError(code, greeting)

@@ -147,7 +147,7 @@ class EmailAccountAdmin(admin.ModelAdmin):
         "status",
         "sent_today_of_limit",
         "last_sent_at",
-        "last_error",
+        "last_error_shown",
     )
     list_filter = ("status", "connection_type", "owner", "tag_set__tag")
     search_fields = (
@@ -172,6 +172,11 @@ class EmailAccountAdmin(admin.ModelAdmin):
         "last_sent_at",
         "in_flight",
         "lease_until",
+        "paused_until",
+        "pause_kind",
+        "consecutive_failures",
+        "last_error",
+        "last_error_at",
     )
     fieldsets = (
         (
@@ -236,6 +241,11 @@ class EmailAccountAdmin(admin.ModelAdmin):
                     "last_sent_at",
                     "in_flight",
                     "lease_until",
+                    "paused_until",
+                    "pause_kind",
+                    "consecutive_failures",
+                    "last_error",
+                    "last_error_at",
                 )
             },
         ),
@@ -279,11 +289,13 @@ class EmailAccountAdmin(admin.ModelAdmin):
     def sent_today_of_limit(self, account: EmailAccount) -> str:
         return f"{account.sent_today} / {account.daily_limit}"
 
-    @admin.display(description="last error", ordering="status_reason")
-    def last_error(self, account: EmailAccount) -> str:
-        if account.status != AccountStatus.ERROR.value:
-            return ""
-        return str(account.status_reason or "")
+    @admin.display(description="last error", ordering="last_error_at")
+    def last_error_shown(self, account: EmailAccount) -> str:
+        if account.last_error:
+            return str(account.last_error)
+        if account.status == AccountStatus.ERROR.value:
+            return str(account.status_reason or "")
+        return ""
 
     # -- actions ----------------------------------------------------------------
 
@@ -330,7 +342,10 @@ class EmailAccountAdmin(admin.ModelAdmin):
         done: str,
     ) -> None:
         accounts = list(queryset)
-        changed = queryset.update(status=status.value, status_reason=None)
+        changes: dict[str, Any] = {"status": status.value, "status_reason": None}
+        if status is AccountStatus.ACTIVE:
+            changes["consecutive_failures"] = 0  # a fresh start
+        changed = queryset.update(**changes)
         for account in accounts:
             self.log_change(request, account, f"Set the status to {status.value}.")
         self.message_user(

@@ -74,8 +74,19 @@ SETTINGS_FIELDS = (
 )
 """The columns an account's settings live in (what ``save()`` writes)."""
 
-USAGE_FIELDS = ("sent_count", "count_day", "last_sent_at", "in_flight", "lease_until")
-"""The usage counters, owned by the send path."""
+USAGE_FIELDS = (
+    "sent_count",
+    "count_day",
+    "last_sent_at",
+    "in_flight",
+    "lease_until",
+    "paused_until",
+    "pause_kind",
+    "consecutive_failures",
+    "last_error",
+    "last_error_at",
+)
+"""The usage counters and health, owned by the send path."""
 
 _FAR_FUTURE = datetime(9999, 12, 31, tzinfo=timezone.utc)
 
@@ -284,6 +295,15 @@ class EmailAccount(models.Model):
     last_sent_at = models.DateTimeField(null=True, editable=False)
     in_flight = models.PositiveIntegerField(default=0, editable=False)
     lease_until = models.DateTimeField(null=True, editable=False)
+    paused_until = models.DateTimeField(
+        null=True,
+        editable=False,
+        help_text="Held back after a quota or throttling reply.",
+    )
+    pause_kind = models.CharField(max_length=16, null=True, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    last_error = models.TextField(null=True, editable=False)
+    last_error_at = models.DateTimeField(null=True, editable=False)
     # Derived, for the database's own eligibility checks and picks.
     ready_at = models.DateTimeField(
         null=True, editable=False, help_text="last_sent_at + min_wait_time."
@@ -401,6 +421,11 @@ class EmailAccount(models.Model):
             last_sent_at=from_db(self.last_sent_at),
             in_flight=self.in_flight,
             lease_until=from_db(self.lease_until),
+            paused_until=from_db(self.paused_until),
+            pause_kind=self.pause_kind or None,
+            consecutive_failures=self.consecutive_failures,
+            last_error=self.last_error or None,
+            last_error_at=from_db(self.last_error_at),
         )
 
     def apply_settings(self, account: Account) -> None:
@@ -441,6 +466,13 @@ class EmailAccount(models.Model):
         self.last_sent_at = to_db(account.last_sent_at)
         self.in_flight = account.in_flight
         self.lease_until = to_db(account.lease_until)
+        self.paused_until = to_db(account.paused_until)
+        self.pause_kind = (
+            None if account.pause_kind is None else account.pause_kind.value
+        )
+        self.consecutive_failures = account.consecutive_failures
+        self.last_error = account.last_error
+        self.last_error_at = to_db(account.last_error_at)
         self.ready_at = to_db(ready_at(account.last_sent_at, account.min_wait_time))
 
     @classmethod

@@ -62,7 +62,7 @@ from mailpool.errors import (
     MailpoolError,
     StorageError,
 )
-from mailpool.models import Account, AccountStatus
+from mailpool.models import Account, AccountStatus, Failure
 from mailpool.storage.base import (
     CANDIDATE_SAMPLE,
     Claim,
@@ -420,6 +420,8 @@ class DjangoStorage:
             Q(status=AccountStatus.ACTIVE.value),
             # The minimum wait since the last delivery is over.
             Q(min_wait_time__lte=0) | Q(ready_at__isnull=True) | Q(ready_at__lte=now),
+            # Not paused by a quota or throttling reply.
+            Q(paused_until__isnull=True) | Q(paused_until__lte=now),
             # A send slot is free, or every lease has run out.
             Q(in_flight__lt=F("max_in_flight"))
             | Q(lease_until__isnull=True)
@@ -613,6 +615,29 @@ class DjangoStorage:
                 last_sent_at=to_db(ended.last_sent_at),
                 ready_at=to_db(ready_at(ended.last_sent_at, ended.min_wait_time)),
             )
+
+    def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
+        """Apply ``failure`` on the locked row by the rule of
+        :meth:`Account.with_failure`; see
+        :meth:`~mailpool.storage.base.RecordsFailures.record_failure`."""
+        with self._write("record a failure"):
+            row = self._locked(self._rows().filter(pk=account_id)).first()
+            if row is None:
+                return None
+            tags = EmailAccountTag.objects.using(self.using).filter(account_id=row.pk)
+            account = self._account_of(row, tags.values_list("tag", flat=True))
+            failed = account.with_failure(failure)
+            pause_kind = failed.pause_kind
+            self._rows().filter(pk=row.pk).update(
+                status=failed.status.value,
+                status_reason=failed.status_reason,
+                paused_until=to_db(failed.paused_until),
+                pause_kind=None if pause_kind is None else pause_kind.value,
+                consecutive_failures=failed.consecutive_failures,
+                last_error=failed.last_error,
+                last_error_at=to_db(failed.last_error_at),
+            )
+        return failed
 
     def reset_daily_counts(self, *, owner: str | None = None) -> int:
         """See :meth:`Storage.reset_daily_counts`."""

@@ -47,9 +47,11 @@ class RecordingTransport:
             self.sent.append(SentMessage(account, message))
         return ()
 
-    def check(self, account: Account, /) -> str:
-        """Always succeeds."""
-        return f"Recorded connection test for {account.email}."
+    def check(self, account: Account, /, *, probe: str | None = None) -> str:
+        """Always succeeds (``probe``: a deep test, see
+        :meth:`SMTPTransport.check`)."""
+        deep = "" if probe is None else f" (deep, probe {probe})"
+        return f"Recorded connection test for {account.email}{deep}."
 
     def close(self) -> None:
         """Nothing to close."""
