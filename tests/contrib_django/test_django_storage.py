@@ -23,6 +23,7 @@ from mailpool import (
     ConnectionType,
     Lease,
     OAuth2Credentials,
+    RoundRobinSelector,
     Scope,
     SMTPSettings,
     StorageError,
@@ -341,6 +342,8 @@ def test_a_pool_sends_only_through_a_campaigns_accounts() -> None:
     pool = AccountPool(
         storage,
         account_ids=campaign.accounts.values_list("pk", flat=True),
+        # In turn, so that 9 sends surely use all 3 (random could skip one).
+        selector=RoundRobinSelector(),
         transport=transport,
         clock=ManualClock(NOW),
     )
