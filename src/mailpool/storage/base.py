@@ -278,13 +278,15 @@ class Storage(Protocol):
     ) -> list[Account]:
         """Up to ``limit`` accounts that ``claim`` may take (see
         :meth:`Claim.allows`), a random sample when more are eligible, with
-        their counts rolled over to ``claim.day``. For custom selectors: the
+        their counts rolled over to each account's day at ``claim.now``
+        (:meth:`Account.local_day`). For custom selectors: the
         work done must not grow with the number of accounts in scope."""
         ...
 
     def claim(self, claim: Claim, /) -> Lease | None:
         """Atomically pick an account ``claim`` allows, count one send on
-        ``claim.day`` and take a send slot until ``claim.lease_until()`` (the
+        its day (the later of :meth:`Account.local_day` and its stored
+        ``count_day``) and take a send slot until ``claim.lease_until()`` (the
         rule of :meth:`Account.with_claim`).
 
         :returns: the lease, or ``None`` when no account may be claimed.

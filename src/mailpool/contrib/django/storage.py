@@ -33,9 +33,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.db.models import (
@@ -62,7 +61,7 @@ from mailpool.errors import (
     MailpoolError,
     StorageError,
 )
-from mailpool.models import Account, AccountStatus, Failure
+from mailpool.models import Account, AccountStatus, Failure, zone_of
 from mailpool.storage.base import (
     CANDIDATE_SAMPLE,
     Claim,
@@ -396,8 +395,8 @@ class DjangoStorage:
         days: dict[date, list[str]] = {}
         for name in sorted(self._zones() | {"UTC"}):
             try:
-                day = now.astimezone(_zone(name)).date()
-            except (ValueError, ZoneInfoNotFoundError):
+                day = now.astimezone(zone_of(name)).date()
+            except ValueError:
                 continue  # an invalid row: its to_account() reports it
             days.setdefault(day, []).append(name)
         return days
@@ -666,10 +665,6 @@ def _under_limit_on_some_day(latest: date) -> Q:
     return Q(sent_count__lt=F("daily_limit")) | (
         Q(daily_limit__gt=0) & (Q(count_day__isnull=True) | Q(count_day__lt=latest))
     )
-
-
-def _zone(name: str) -> tzinfo:
-    return timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
