@@ -135,8 +135,9 @@ def add(storage: InMemoryStorage, smtp_server: SMTPTestServer) -> AccountFactory
 def make_pool(
     storage: InMemoryStorage, clock: ManualClock, sleeps: list[float]
 ) -> Iterator[PoolFactory]:
-    """Pools on ``storage`` with a manual clock, a seeded selector and retries
-    that record their waits instead of sleeping; all closed at the end."""
+    """Pools on ``storage`` (or ``storage=`` another) with a manual clock, a
+    seeded selector and retries that record their waits instead of sleeping;
+    all closed at the end."""
     pools: list[AccountPool] = []
 
     def make(**options: Any) -> AccountPool:
@@ -146,7 +147,8 @@ def make_pool(
             "transport": SMTPTransport(timeout=5.0),
             "retry": RetryPolicy(jitter=False, sleep=sleeps.append),
         }
-        pools.append(AccountPool(storage, **{**defaults, **options}))
+        on = options.pop("storage", storage)
+        pools.append(AccountPool(on, **{**defaults, **options}))
         return pools[-1]
 
     yield make

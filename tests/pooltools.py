@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
-from mailpool import Account, AccountPool, AccountStatus, InMemoryStorage, SendResult
+from mailpool import (
+    Account,
+    AccountPool,
+    AccountStatus,
+    Claim,
+    InMemoryStorage,
+    Lease,
+    SendResult,
+    Storage,
+)
+from mailpool.storage import CANDIDATE_SAMPLE
 
 __all__ = [
     "ALICE",
@@ -15,6 +25,7 @@ __all__ = [
     "UNUSED",
     "AccountFactory",
     "PoolFactory",
+    "ProtocolOnly",
     "first",
     "send",
     "usage_state",
@@ -45,3 +56,60 @@ def usage_state(
 
 def send(pool: AccountPool, to: str = RECIPIENT) -> SendResult:
     return pool.send_mail(subject="Hello", body="Hi Dave.", to=[to])
+
+
+class ProtocolOnly:
+    """A storage with exactly the :class:`Storage` protocol (none of the
+    optional methods, such as ``record_failure``), forwarding every call to
+    the storage ``source()`` returns for it: the same object each time, or a
+    new one on the same location (so nothing can come from memory)."""
+
+    def __init__(self, source: Callable[[], Storage]) -> None:
+        self.source = source
+
+    def add(self, account: Account, /) -> Account:
+        return self.source().add(account)
+
+    def get(self, account_id: str, /) -> Account:
+        return self.source().get(account_id)
+
+    def get_by_email(self, email: str, /) -> Account:
+        return self.source().get_by_email(email)
+
+    def accounts(
+        self,
+        *,
+        owner: str | None = None,
+        tag: str | None = None,
+        status: AccountStatus | None = None,
+    ) -> list[Account]:
+        return self.source().accounts(owner=owner, tag=tag, status=status)
+
+    def update(self, account: Account, /) -> Account:
+        return self.source().update(account)
+
+    def remove(self, account_id: str, /) -> None:
+        self.source().remove(account_id)
+
+    def add_many(self, accounts: Iterable[Account], /) -> int:
+        return self.source().add_many(accounts)
+
+    def candidates(
+        self, claim: Claim, /, *, limit: int = CANDIDATE_SAMPLE
+    ) -> list[Account]:
+        return self.source().candidates(claim, limit=limit)
+
+    def claim(self, claim: Claim, /) -> Lease | None:
+        return self.source().claim(claim)
+
+    def complete(self, lease: Lease, now: datetime, /) -> None:
+        self.source().complete(lease, now)
+
+    def release(self, lease: Lease, now: datetime, /) -> None:
+        self.source().release(lease, now)
+
+    def reset_daily_counts(self, *, owner: str | None = None) -> int:
+        return self.source().reset_daily_counts(owner=owner)
+
+    def close(self) -> None:
+        pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,17 @@ from mailpool import (
     SMTPSettings,
     TemporarySendError,
 )
-from mailpool.models import Failure, FailureKind, PauseKind
+from mailpool.models import Failure, FailureKind
 from mailpool.storage import RecordsFailures
-from pooltools import ALICE, BOB, AccountFactory, PoolFactory, first, send
+from pooltools import (
+    ALICE,
+    BOB,
+    AccountFactory,
+    PoolFactory,
+    ProtocolOnly,
+    first,
+    send,
+)
 from smtpserver import SMTPTestServer
 from test_cli_support import ok
 
@@ -104,43 +112,29 @@ def test_account_broken_leaves_rotation_at_once_and_comes_back_when_reactivated(
     assert send(pool).account_email == ALICE
 
 
-def test_update_keeps_the_health_fields(storage: InMemoryStorage) -> None:
-    account = storage.add(Account(email=ALICE, smtp=SMTPSettings(host="h")))
-    storage.record_failure(
-        account.id, Failure(FailureKind.THROTTLED, "421 4.7.0", START, cool_down=60)
-    )
-    updated = storage.update(account.replace(sender_name="Alice"))
-    assert updated.pause_kind is PauseKind.THROTTLED
-    assert updated.paused_until == START + timedelta(seconds=60)
-    assert updated.last_error == "421 4.7.0"
-
-
-def test_a_shorter_cool_down_never_shortens_a_quota_hold(
-    storage: InMemoryStorage,
+def test_a_storage_without_record_failure_still_fails_over(
+    make_pool: PoolFactory, smtp_server: SMTPTestServer
 ) -> None:
-    account = storage.add(Account(email=ALICE, smtp=SMTPSettings(host="h")))
-    storage.record_failure(account.id, Failure(FailureKind.QUOTA, "550 5.4.5", START))
-    held = storage.record_failure(
-        account.id, Failure(FailureKind.THROTTLED, "421 4.7.0", START, cool_down=60)
-    )
-    assert held is not None and held.pause_kind is PauseKind.QUOTA
-    assert storage.record_failure("gone", Failure(FailureKind.QUOTA, "x", START)) is (
-        None
-    )
-
-
-def test_json_storage_keeps_health_for_every_process(tmp_path: Path) -> None:
-    path = tmp_path / "accounts.json"
-    first_worker = JSONStorage(path)
-    account = first_worker.add(Account(email=ALICE, smtp=SMTPSettings(host="h")))
-    assert isinstance(first_worker, RecordsFailures)
-    first_worker.record_failure(
-        account.id, Failure(FailureKind.THROTTLED, "421 4.7.0", START, cool_down=60)
-    )
-    other = JSONStorage(path).get(account.id)
-    assert other.pause_kind is PauseKind.THROTTLED
-    assert not other.is_eligible(START + timedelta(seconds=30))
-    assert other.is_eligible(START + timedelta(seconds=60))
+    # A custom storage with the bare protocol: nothing of the health is
+    # stored, but every reply still fails over, and a broken account still
+    # gets status error (through update()).
+    memory = InMemoryStorage()
+    storage = ProtocolOnly(lambda: memory)
+    assert not isinstance(storage, RecordsFailures)
+    settings = SMTPSettings(host=smtp_server.host, port=smtp_server.port, use_tls=False)
+    for email in (ALICE, BOB):
+        storage.add(Account(email=email, smtp=settings, min_wait_time=0))
+    pool = make_pool(storage=storage, selector=first, failover=1)
+    smtp_server.fail_next("MAIL", "421 4.7.0 Try again later, closing connection")
+    assert send(pool).account_email == BOB
+    alice = storage.get_by_email(ALICE)
+    assert (alice.paused_until, alice.last_error) == (None, None)
+    assert send(pool).account_email == ALICE  # no cool-down was stored
+    smtp_server.fail_next("RCPT", "554 5.7.1 <d@x.net>: Client host rejected")
+    assert send(pool).account_email == BOB
+    alice = storage.get_by_email(ALICE)
+    assert alice.status is AccountStatus.ERROR
+    assert alice.status_reason is not None and "5.7.1" in alice.status_reason
 
 
 def test_health_policy_is_validated() -> None:

@@ -8,8 +8,8 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,13 @@ from filelock import FileLock
 from mailpool import (
     Account,
     AccountNotFound,
-    AccountStatus,
-    Claim,
     ConfigurationError,
     JSONStorage,
-    Lease,
     SMTPSettings,
     Storage,
     StorageError,
 )
-from mailpool.storage import CANDIDATE_SAMPLE
+from pooltools import ProtocolOnly
 
 
 class TestJSONStorage(StorageContract):
@@ -52,69 +49,13 @@ class TestJSONStorage(StorageContract):
         storage.close()
 
 
-class ReopeningStorage:
-    """Opens a new JSONStorage for every call: nothing can come from memory."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _fresh(self) -> JSONStorage:
-        return JSONStorage(self.path)
-
-    def add(self, account: Account, /) -> Account:
-        return self._fresh().add(account)
-
-    def get(self, account_id: str, /) -> Account:
-        return self._fresh().get(account_id)
-
-    def get_by_email(self, email: str, /) -> Account:
-        return self._fresh().get_by_email(email)
-
-    def accounts(
-        self,
-        *,
-        owner: str | None = None,
-        tag: str | None = None,
-        status: AccountStatus | None = None,
-    ) -> list[Account]:
-        return self._fresh().accounts(owner=owner, tag=tag, status=status)
-
-    def update(self, account: Account, /) -> Account:
-        return self._fresh().update(account)
-
-    def remove(self, account_id: str, /) -> None:
-        self._fresh().remove(account_id)
-
-    def add_many(self, accounts: Iterable[Account], /) -> int:
-        return self._fresh().add_many(accounts)
-
-    def candidates(
-        self, claim: Claim, /, *, limit: int = CANDIDATE_SAMPLE
-    ) -> list[Account]:
-        return self._fresh().candidates(claim, limit=limit)
-
-    def claim(self, claim: Claim, /) -> Lease | None:
-        return self._fresh().claim(claim)
-
-    def complete(self, lease: Lease, now: datetime, /) -> None:
-        self._fresh().complete(lease, now)
-
-    def release(self, lease: Lease, now: datetime, /) -> None:
-        self._fresh().release(lease, now)
-
-    def reset_daily_counts(self, *, owner: str | None = None) -> int:
-        return self._fresh().reset_daily_counts(owner=owner)
-
-    def close(self) -> None:
-        pass
-
-
 class TestJSONStorageReopenedForEveryCall(StorageContract):
     """The contract again, every value read back from the file itself."""
 
     @pytest.fixture
     def reopen(self, tmp_path: Path) -> Reopen:
-        return functools.partial(ReopeningStorage, tmp_path / "accounts.json")
+        fresh = functools.partial(JSONStorage, tmp_path / "accounts.json")
+        return functools.partial(ProtocolOnly, fresh)
 
     @pytest.fixture
     def storage(self, reopen: Reopen) -> Storage:

@@ -344,6 +344,30 @@ def test_create_tables_false_reports_missing_tables(open_sql: OpenStorage) -> No
     assert open_sql(create_tables=False).get(account.id) == account
 
 
+@pytest.mark.parametrize("create_tables", [True, False])
+def test_tables_of_an_earlier_version_are_refused_with_the_columns_they_lack(
+    open_sql: OpenStorage, create_tables: bool
+) -> None:
+    old = open_sql()
+    account = old.add(make_account())
+    with old.engine.begin() as conn:  # as a table of 0.1 would be
+        for column in ("paused_until", "last_error"):
+            conn.execute(sa.text(f"ALTER TABLE mailpool_accounts DROP COLUMN {column}"))
+    storage = open_sql(create_tables=create_tables)
+    with pytest.raises(StorageError) as caught:
+        storage.get(account.id)
+    message = str(caught.value)
+    assert "mailpool_accounts" in message
+    assert "paused_until, last_error" in message
+    assert "Upgrading" in message
+    with pytest.raises(StorageError):
+        storage.claim(claim())
+    columns = {
+        c["name"] for c in sa.inspect(old.engine).get_columns("mailpool_accounts")
+    }
+    assert "paused_until" not in columns  # nothing was changed
+
+
 def test_owner_and_tag_longer_than_the_columns_are_refused(
     open_sql: OpenStorage,
 ) -> None:

@@ -21,6 +21,7 @@ readable traceback in the parent.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import multiprocessing
 import os
@@ -58,6 +59,7 @@ __all__ = [
     "in_threads",
     "report",
     "run_children",
+    "stopped",
     "storage_params",
     "storage_url_fixture",
 ]
@@ -71,6 +73,15 @@ START_TIMEOUT = 60.0
 """Seconds a thread waits at the start barrier for all the others."""
 CHILDREN_TIMEOUT = 90.0
 """Seconds the parent waits for every child's report (under pytest's 120)."""
+LEASE_SECONDS = 15.0
+"""The leases of the claim loops: a lease that a failed thread left behind
+holds its account for this long only, not for the default five minutes."""
+DUMP_SIGNAL = signal.SIGUSR1
+"""Makes a child print every thread's stack to its stderr (which pytest
+shows): the parent sends it to the children that did not report in time."""
+_STOPPED = threading.Event()
+"""Set in a child when one of its threads failed: the other threads' loops
+stop at once rather than run on (and hide the failure) until they end."""
 
 Won = tuple[str, str, int]
 """One successful claim: (account id, ISO day, sent_count after it)."""
@@ -214,9 +225,11 @@ def run_children(
                     results.get(timeout=max(deadline - time.monotonic(), 0.1))
                 )
             except queue.Empty:
+                _dump_stacks(children)
                 raise AssertionError(
                     f"only {len(messages)} of {processes} children reported "
-                    f"within {CHILDREN_TIMEOUT:g} s"
+                    f"within {CHILDREN_TIMEOUT:g} s (their threads' stacks are "
+                    "in the captured stderr)"
                 ) from None
     finally:
         for child in children:
@@ -230,7 +243,22 @@ def run_children(
     return [payload for _, _, payload in messages]
 
 
+def _dump_stacks(children: list[Any]) -> None:  # pragma: no cover - on hangs
+    """Have every child still running print its threads' stacks."""
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(child.pid, DUMP_SIGNAL)
+    time.sleep(2.0)
+
+
 # -- in the children ----------------------------------------------------------
+
+
+def stopped() -> bool:
+    """Whether another thread of this child failed (see :func:`in_threads`):
+    a worker's loop should end."""
+    return _STOPPED.is_set()
 
 
 def report(results: QueueLike, start: BarrierLike, job: Callable[[], object]) -> None:
@@ -238,6 +266,7 @@ def report(results: QueueLike, start: BarrierLike, job: Callable[[], object]) ->
     ``("error", pid, traceback)`` after breaking the ``start`` barrier (so
     that the other children stop waiting). Never raises."""
     pid = os.getpid()
+    faulthandler.register(DUMP_SIGNAL, all_threads=True)
     try:
         payload = job()
     except BaseException:
@@ -251,6 +280,8 @@ def in_threads(threads: int, start: BarrierLike, work: Callable[[int], T]) -> li
     """Run ``work(index)`` in ``threads`` threads that wait for each other (and
     for the other processes' threads) at ``start``.
 
+    A thread that raises makes :func:`stopped` true for the others.
+
     :returns: the threads' results, by index.
     :raises RuntimeError: with every traceback, when a thread raised.
     """
@@ -263,6 +294,7 @@ def in_threads(threads: int, start: BarrierLike, work: Callable[[int], T]) -> li
             start.wait(timeout=START_TIMEOUT)
             result = work(index)
         except BaseException:
+            _STOPPED.set()
             with lock:
                 errors.append(traceback.format_exc())
         else:
@@ -317,11 +349,12 @@ def claim_until_exhausted(
 ) -> None:
     """Mimic pools sending as fast as they can, in ``threads`` threads.
 
-    Each thread claims in the owner's accounts on the real clock and
-    completes each lease at once, until a claim finds no account while none
-    is busy (an unexpired lease in flight), twice in a row (with a fresh
-    clock reading, so that one stale reading never ends a thread early):
-    then the daily limits or the minimum waits, not the send slots, refuse.
+    Each thread claims in the owner's accounts on the real clock (leases of
+    :data:`LEASE_SECONDS`) and completes each lease at once, until a claim
+    finds no account while none is busy (an unexpired lease in flight), twice
+    in a row (with a fresh clock reading, so that one stale reading never
+    ends a thread early): then the daily limits or the minimum waits, not the
+    send slots, refuse.
     Each thread's result is its list of :data:`Won` claims.
 
     A storage that breaks the limits would keep this loop going until the
@@ -338,7 +371,7 @@ def claim_until_exhausted(
         won_per_day: Counter[str] = Counter()
         busy = 0
         empty_in_a_row = 0
-        while empty_in_a_row < 2:
+        while empty_in_a_row < 2 and not stopped():
             if max(won_per_day.values(), default=0) > limits or busy > BUSY_LIMIT:
                 raise AssertionError(
                     f"accounts are still eligible after this thread won "
@@ -347,7 +380,8 @@ def claim_until_exhausted(
                     f"up to {limits}"
                 )
             now = datetime.now(timezone.utc)
-            claimed = _won(storage, Claim(scope=scope, now=now, rng=rng))
+            claim = Claim(scope=scope, now=now, lease_seconds=LEASE_SECONDS, rng=rng)
+            claimed = _won(storage, claim)
             if claimed is not None:
                 empty_in_a_row = 0
                 won.append(claimed)
@@ -357,6 +391,7 @@ def claim_until_exhausted(
             if any(a.busy_left(later) > 0 for a in storage.accounts(owner=owner)):
                 busy += 1
                 empty_in_a_row = 0
+                time.sleep(0.001)  # a pool would wait for a slot too
             else:
                 empty_in_a_row += 1
         return won

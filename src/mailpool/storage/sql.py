@@ -61,6 +61,7 @@ from mailpool.errors import (
 from mailpool.models import (
     Account,
     AccountStatus,
+    Failure,
     OAuth2Credentials,
     SMTPSettings,
     zone_of,
@@ -224,6 +225,13 @@ def _build_schema() -> _Schema:
         sa.Column("lease_until", sa.Double, nullable=False),  # _NEVER: never
         # Random position in [0, 1): the order of random claims.
         sa.Column("rank", sa.Double, nullable=False),
+        # Health (record_failure): a quota hold or cool-down ends at
+        # paused_until (_NEVER: none); the failures in a row; the last error.
+        sa.Column("paused_until", sa.Double, nullable=False),
+        sa.Column("pause_kind", sa.String(16), nullable=True),
+        sa.Column("consecutive_failures", sa.Integer, nullable=False),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("last_error_at", sa.Double, nullable=True),
         sa.UniqueConstraint("email_key", name="uq_mailpool_accounts_email_key"),
         # One index per strategy, for all accounts and for one owner's.
         sa.Index("ix_mailpool_accounts_random", "status", "rank"),
@@ -318,13 +326,15 @@ def _from_epoch(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, timezone.utc)
 
 
-def _lease_epoch(value: datetime | None) -> float:
-    """``lease_until`` as stored: :data:`_NEVER` for never."""
+def _epoch_or_never(value: datetime | None) -> float:
+    """``lease_until`` or ``paused_until`` as stored: :data:`_NEVER` for
+    never (which sorts first and compares without ``NULL``)."""
     stamp = _epoch(value)
     return _NEVER if stamp is None else stamp
 
 
-def _lease_from_epoch(value: float) -> datetime | None:
+def _from_epoch_or_never(value: float) -> datetime | None:
+    """The stored ``lease_until`` or ``paused_until``; None for never."""
     return None if value == _NEVER else _from_epoch(value)
 
 
@@ -423,8 +433,21 @@ def _account_row(
         "count_until": _count_until(account),
         "last_sent_at": _epoch(account.last_sent_at),
         "in_flight": account.in_flight,
-        "lease_until": _lease_epoch(account.lease_until),
+        "lease_until": _epoch_or_never(account.lease_until),
         "rank": rank,
+        **_health_values(account),
+    }
+
+
+def _health_values(account: Account) -> dict[str, Any]:
+    """The health columns of ``account`` (what :meth:`SQLStorage.record_failure`
+    writes, with the status)."""
+    return {
+        "paused_until": _epoch_or_never(account.paused_until),
+        "pause_kind": None if account.pause_kind is None else account.pause_kind.value,
+        "consecutive_failures": account.consecutive_failures,
+        "last_error": account.last_error,
+        "last_error_at": _epoch(account.last_error_at),
     }
 
 
@@ -563,7 +586,12 @@ def _to_account(
         count_day=count_day,
         last_sent_at=_column(row, "last_sent_at", _from_epoch),
         in_flight=row["in_flight"],
-        lease_until=_column(row, "lease_until", _lease_from_epoch),
+        lease_until=_column(row, "lease_until", _from_epoch_or_never),
+        paused_until=_column(row, "paused_until", _from_epoch_or_never),
+        pause_kind=row["pause_kind"],
+        consecutive_failures=row["consecutive_failures"],
+        last_error=row["last_error"],
+        last_error_at=_column(row, "last_error_at", _from_epoch),
     )
 
 
@@ -1259,8 +1287,24 @@ class SQLStorage:
                     self._schema.metadata.create_all(conn, checkfirst=True)
                     logger.info("created the mailpool tables in %s", self._location)
                 else:
+                    self._check_columns(inspector)
                     self._check_key(conn)
             self._ready = True
+
+    def _check_columns(self, inspector: Any) -> None:
+        """Refuse tables that lack columns of this version (created by an
+        earlier one), before any statement fails on them."""
+        for table in (self._schema.accounts, self._schema.tags):
+            found = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = [name for name in table.c.keys() if name not in found]
+            if missing:
+                raise StorageError(
+                    f"the table {table.name} in {self._location} lacks the "
+                    f"column(s) {', '.join(missing)}: it was created by an "
+                    "earlier mailpool version; add them with a migration (see "
+                    "'Upgrading' in docs/storage.md)",
+                    location=self._location,
+                )
 
     def _check_key(self, conn: Connection) -> None:
         """Refuse a database whose encrypted secrets this storage cannot
@@ -1363,7 +1407,8 @@ class SQLStorage:
         """:meth:`Account.is_eligible` in SQL, at the parameter ``p_now``:
         active, under the daily limit (a count whose day has ended in the
         account's time zone reads 0), the wait since the last delivery
-        elapsed, and a send slot free (or every lease run out).
+        elapsed, a send slot free (or every lease run out) and no pause (of
+        :meth:`record_failure`) running.
 
         The minimum-wait condition is immune to clock skew between processes:
         a ``min_wait_time`` of 0 never refuses (a stamp "from the future" left
@@ -1385,6 +1430,7 @@ class SQLStorage:
                 a.c.last_sent_at <= _now() - a.c.min_wait_time,
             ),
             sa.or_(a.c.in_flight < a.c.max_in_flight, a.c.lease_until <= _now()),
+            a.c.paused_until <= _now(),
         ]
 
     def _allowed(
@@ -1933,6 +1979,36 @@ class SQLStorage:
             conn.execute(sa.delete(t).where(t.c.account_id == account_id))
         logger.debug("removed account %s", account_id)
 
+    def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
+        """See :meth:`~mailpool.storage.base.RecordsFailures.record_failure`:
+        the account row is locked, changed by the rule of
+        :meth:`Account.with_failure` and written back (its health columns and
+        its status) in one transaction.
+
+        .. versionadded:: 0.2
+        """
+        import sqlalchemy as sa
+
+        a = self._schema.accounts
+        with self._write("record a failure") as conn:
+            locked = conn.execute(
+                sa.select(a.c.id).where(a.c.id == account_id).with_for_update()
+            ).first()
+            if locked is None:
+                return None
+            account = self._accounts_where(conn, a.c.id == account_id)[0]
+            failed = account.with_failure(failure)
+            conn.execute(
+                sa.update(a)
+                .where(a.c.id == account_id)
+                .values(
+                    status=failed.status.value,
+                    status_reason=failed.status_reason,
+                    **_health_values(failed),
+                )
+            )
+        return failed
+
     def candidates(
         self, claim: Claim, /, *, limit: int = CANDIDATE_SAMPLE
     ) -> list[Account]:
@@ -2095,13 +2171,14 @@ class SQLStorage:
 
         a = self._schema.accounts
         values: dict[str, Any] = {
+            "consecutive_failures": _ZERO(),  # a delivery ends a run of failures
             "last_sent_at": sa.case(
                 (
                     sa.or_(a.c.last_sent_at.is_(None), a.c.last_sent_at < _now()),
                     _now(),
                 ),
                 else_=a.c.last_sent_at,
-            )
+            ),
         }
         if free:
             values.update(self._slot_freed())

@@ -59,6 +59,8 @@ from mailpool import (
     StorageError,
     Strategy,
 )
+from mailpool.models import Failure, FailureKind, PauseKind
+from mailpool.storage import RecordsFailures
 
 __all__ = [
     "CHI_SQUARE_CRITICAL",
@@ -136,6 +138,15 @@ def seconds(*values: float) -> list[datetime]:
     """The moments :data:`NOW` + each of ``values`` seconds."""
     return [NOW + timedelta(seconds=value) for value in values]
 
+
+_HEALTH = {
+    "paused_until",
+    "pause_kind",
+    "consecutive_failures",
+    "last_error",
+    "last_error_at",
+}
+"""The health fields (see :meth:`Account.with_failure`)."""
 
 Reopen = Callable[[], Storage]
 """Opens a new storage object on the location of the test's ``storage``."""
@@ -1340,3 +1351,139 @@ class StorageContract:
         least = claim(Scope(tag="t"), later, strategy=Strategy.LEAST_USED)
         lease = storage.claim(least)
         assert lease is not None and lease.account_id == mine.id
+
+    # -- record_failure() (optional: RecordsFailures) ----------------------------
+
+    @pytest.fixture
+    def health(self, storage: Storage) -> RecordsFailures:
+        """The storage, when it keeps health; the test is skipped otherwise."""
+        if not isinstance(storage, RecordsFailures):
+            pytest.skip("the storage does not implement record_failure")
+        return storage
+
+    def test_a_quota_failure_holds_the_account_until_its_reset(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account(timezone="Europe/Paris"))
+        held = health.record_failure(
+            account.id, Failure(FailureKind.QUOTA, "550 5.4.5 quota", NOW)
+        )
+        midnight = datetime(2024, 5, 17, 22, 0, tzinfo=timezone.utc)  # Paris
+        assert held is not None
+        assert (held.pause_kind, held.paused_until) == (PauseKind.QUOTA, midnight)
+        assert (held.last_error, held.last_error_at) == ("550 5.4.5 quota", NOW)
+        assert storage.get(account.id) == held
+        assert storage.claim(claim(now=midnight - timedelta(seconds=1))) is None
+        assert storage.candidates(claim(now=NOW)) == []
+        assert claim_and_complete(storage, [midnight]) == [account.id]
+
+    def test_a_throttled_account_cools_down(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account())
+        other = storage.add(make_account("bob@example.com"))
+        health.record_failure(
+            account.id,
+            Failure(FailureKind.THROTTLED, "421 4.7.0 slow down", NOW, cool_down=60),
+        )
+        assert claim_and_complete(storage, seconds(0, 30, 59)) == [other.id] * 3
+        assert (
+            storage.claim(claim(now=NOW + timedelta(seconds=59), exclude={other.id}))
+            is None
+        )
+        lease = storage.claim(
+            claim(now=NOW + timedelta(seconds=60), account_id=account.id)
+        )
+        assert lease is not None
+
+    def test_a_shorter_pause_never_shortens_a_longer_one(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account())
+        health.record_failure(account.id, Failure(FailureKind.QUOTA, "550 5.4.5", NOW))
+        held = health.record_failure(
+            account.id, Failure(FailureKind.THROTTLED, "421 4.7.0", NOW, cool_down=60)
+        )
+        assert held is not None and held.pause_kind is PauseKind.QUOTA
+        assert held.paused_until == datetime(2024, 5, 18, tzinfo=timezone.utc)
+        assert held.last_error == "421 4.7.0"
+
+    def test_a_broken_account_gets_status_error_at_once(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account())
+        failed = health.record_failure(
+            account.id, Failure(FailureKind.BROKEN, "535 5.7.8 refused", NOW)
+        )
+        assert failed is not None and failed.status is AccountStatus.ERROR
+        assert failed.status_reason == "535 5.7.8 refused"
+        assert storage.get(account.id) == failed
+        assert storage.claim(claim()) is None
+
+    def test_failures_in_a_row_set_error_and_a_delivery_ends_the_run(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account())
+        transient = Failure(FailureKind.TRANSIENT, "451 4.3.0", NOW, max_failures=3)
+        for _ in range(2):
+            health.record_failure(account.id, transient)
+        assert storage.get(account.id).consecutive_failures == 2
+        assert claim_and_complete(storage, [NOW]) == [account.id]
+        assert storage.get(account.id).consecutive_failures == 0
+        for _ in range(3):
+            failed = health.record_failure(account.id, transient)
+        assert failed is not None and failed.status is AccountStatus.ERROR
+        assert failed.status_reason == "3 failures in a row; the last: 451 4.3.0"
+        assert storage.get(account.id) == failed
+
+    def test_update_keeps_the_stored_health(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account())
+        failed = health.record_failure(
+            account.id, Failure(FailureKind.THROTTLED, "421 4.7.0", NOW, cool_down=60)
+        )
+        assert failed is not None
+        updated = storage.update(
+            account.replace(sender_name="Alice", consecutive_failures=4)
+        )
+        assert updated.sender_name == "Alice"
+        assert updated.model_dump(include=_HEALTH) == failed.model_dump(include=_HEALTH)
+
+    def test_record_failure_of_a_removed_account_returns_none(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account())
+        storage.remove(account.id)
+        failure = Failure(FailureKind.QUOTA, "550 5.4.5", NOW)
+        assert health.record_failure(account.id, failure) is None
+        assert storage.accounts() == []
+
+    def test_health_is_shared_by_storage_objects(
+        self, storage: Storage, health: RecordsFailures, second: Storage
+    ) -> None:
+        account = storage.add(make_account())
+        health.record_failure(
+            account.id, Failure(FailureKind.THROTTLED, "421 4.7.0", NOW, cool_down=60)
+        )
+        assert second.get(account.id).pause_kind is PauseKind.THROTTLED
+        assert second.claim(claim(now=NOW + timedelta(seconds=30))) is None
+
+    def test_threads_recording_failures_lose_none(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account())
+        failure = Failure(FailureKind.TRANSIENT, "451 4.3.0", NOW, max_failures=0)
+        start = threading.Barrier(8, timeout=THREAD_START_TIMEOUT)
+
+        def record() -> None:
+            start.wait()
+            for _ in range(5):
+                health.record_failure(account.id, failure)
+
+        workers = [threading.Thread(target=record) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert storage.get(account.id).consecutive_failures == 40

@@ -613,6 +613,7 @@ class DjangoStorage:
                 in_flight=ended.in_flight,
                 last_sent_at=to_db(ended.last_sent_at),
                 ready_at=to_db(ready_at(ended.last_sent_at, ended.min_wait_time)),
+                consecutive_failures=ended.consecutive_failures,
             )
 
     def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
