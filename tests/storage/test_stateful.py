@@ -1,12 +1,13 @@
 """Stateful property tests over every storage (hypothesis).
 
-Random interleavings of claims, completions, releases, status and limit
-changes, day changes, clock jumps backwards and forwards, callers with skewed
-clocks and accounts in mixed time zones must never let an account exceed its
-daily limit on any of its days, never make a count negative, always keep the
-minimum wait after a delivery, and never put more than ``max_in_flight``
-unexpired leases on one account. The model below knows only those promises,
-not how a backend keeps them.
+Random interleavings of claims, completions, releases, failures (quota,
+throttling, transient, broken), status and limit changes, day changes, clock
+jumps backwards and forwards, callers with skewed clocks and accounts in mixed
+time zones must never let an account exceed its daily limit on any of its
+days, never make a count negative, always keep the minimum wait after a
+delivery, never claim a paused account, never lose a failure in a row, and
+never put more than ``max_in_flight`` unexpired leases on one account. The
+model below knows only those promises, not how a backend keeps them.
 """
 
 from __future__ import annotations
@@ -45,11 +46,14 @@ from mailpool import (
     Strategy,
     open_storage,
 )
+from mailpool.models import Failure, FailureKind
+from mailpool.storage import RecordsFailures
 
 START = datetime(2026, 3, 28, 22, 0, tzinfo=timezone.utc)  # DST ends in Europe soon
 ZONES = ["UTC", "Europe/Paris", "Asia/Tokyo", "America/Los_Angeles"]
 LEASE_SECONDS = 120.0
 ACCOUNTS = 3
+MAX_FAILURES = 2
 
 
 @contextlib.contextmanager
@@ -104,6 +108,10 @@ class Model:
     """Slots freed by an overtaken lease ended from a clock that had not yet
     reached its expiry: the documented tolerance of ``max_in_flight`` (exact
     up to the skew of the workers' clocks), until every lease has ended."""
+    paused_until: datetime | None = None
+    """The end of the longest pause recorded (it never moves back)."""
+    failures: int = 0
+    """Transient failures since the last delivery or change to ``error``."""
 
 
 class StorageMachine(RuleBasedStateMachine):
@@ -184,6 +192,8 @@ class StorageMachine(RuleBasedStateMachine):
         assert account.status is AccountStatus.ACTIVE, "claimed an inactive account"
         assert lease.day == day, "the unit went to another day than its own"
         assert model.counts.get(day, 0) < account.daily_limit, "past the daily limit"
+        if model.paused_until is not None:
+            assert now >= model.paused_until, "claimed a paused account"
         if model.delivered_at is not None and account.min_wait_time > 0:
             assert now >= model.delivered_at + timedelta(
                 seconds=account.min_wait_time
@@ -212,6 +222,51 @@ class StorageMachine(RuleBasedStateMachine):
         self._end(model, lease, now)
         stamp = max(filter(None, [model.delivered_at, now]))
         model.delivered_at = stamp
+        model.failures = 0
+
+    @rule(
+        index=st.integers(0, ACCOUNTS - 1),
+        kind=st.sampled_from(FailureKind),
+        skew=st.sampled_from([0, -3, 3]),
+        cool_down=st.sampled_from([30.0, 600.0, 7200.0]),
+    )
+    def fail(self, index: int, kind: FailureKind, skew: int, cool_down: float) -> None:
+        if not self.models:
+            return
+        key = sorted(self.models)[index % len(self.models)]
+        model = self.models[key]
+        at = self.clock + timedelta(seconds=skew)
+        assert isinstance(self.storage, RecordsFailures)
+        stored = self.storage.record_failure(
+            key, Failure(kind, f"{kind.value} reply", at, cool_down, MAX_FAILURES)
+        )
+        assert stored is not None
+        # The pause lasts at least until the next midnight of the account (a
+        # quota) or the cool-down (throttled), and never gets shorter.
+        pause = {
+            FailureKind.QUOTA: datetime.combine(
+                at.astimezone(_zone(stored)).date() + timedelta(days=1),
+                datetime.min.time(),
+                _zone(stored),
+            ),
+            FailureKind.THROTTLED: at + timedelta(seconds=cool_down),
+        }.get(kind)
+        ends = [end for end in (model.paused_until, pause) if end is not None]
+        if ends:
+            assert stored.paused_until is not None
+            assert stored.paused_until >= max(ends), "a pause got shorter"
+        model.paused_until = stored.paused_until
+        active = model.account.status is AccountStatus.ACTIVE
+        status = model.account.status
+        if kind is FailureKind.BROKEN and active:
+            status, model.failures = AccountStatus.ERROR, 0
+        elif kind is FailureKind.TRANSIENT:
+            model.failures += 1
+            if active and model.failures >= MAX_FAILURES:
+                status, model.failures = AccountStatus.ERROR, 0
+        assert stored.status is status
+        assert stored.last_error == f"{kind.value} reply"
+        model.account = stored
 
     @rule(lease=consumes(leases))
     def release(self, lease: Lease | None) -> None:
@@ -260,6 +315,8 @@ class StorageMachine(RuleBasedStateMachine):
                 assert stored.sent_count == model.counts[model.last_day]
             # A status change never touches the counters.
             assert stored.daily_limit == model.account.daily_limit
+            assert stored.consecutive_failures == model.failures
+            assert stored.paused_until == model.paused_until
 
     @invariant()
     def only_active_accounts_are_claimed(self) -> None:
