@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from mailpool import (
 )
 from mailpool.models import Failure, FailureKind
 from mailpool.storage import RecordsFailures
+from mailpool.testing import ManualClock
 from pooltools import (
     ALICE,
     BOB,
@@ -137,11 +138,110 @@ def test_a_storage_without_record_failure_still_fails_over(
     assert alice.status_reason is not None and "5.7.1" in alice.status_reason
 
 
-def test_health_policy_is_validated() -> None:
-    with pytest.raises(ConfigurationError):
-        HealthPolicy(max_failures=-1)
-    with pytest.raises(ConfigurationError):
-        HealthPolicy(cool_down=float("nan"))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_failures": -1},
+        {"cool_down": float("nan")},
+        {"revive_after": 0},
+        {"revive_after": float("inf")},
+        {"revive_after": True},
+        {"revive_max": 31 * 24 * 3600},
+        {"revive_after": 600, "revive_max": 300},
+    ],
+)
+def test_health_policy_is_validated(options: dict[str, float]) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        HealthPolicy(**options)
+    assert next(iter(options)) in str(caught.value)
+
+
+# -- revive(): the opt-in way back ---------------------------------------------------
+
+BROKEN = "554 5.7.1 <dave@example.net>: Client host rejected: Access denied"
+
+
+@pytest.fixture
+def broken_alice(
+    add: AccountFactory,
+    make_pool: PoolFactory,
+    storage: InMemoryStorage,
+    smtp_server: SMTPTestServer,
+) -> Account:
+    """ALICE in status error after a client refusal at START (BOB delivered)."""
+    add(ALICE)
+    add(BOB)
+    smtp_server.fail_next("RCPT", BROKEN)
+    assert send(make_pool(selector=first)).account_email == BOB
+    alice = storage.get_by_email(ALICE)
+    assert (alice.status, alice.last_error_at) == (AccountStatus.ERROR, START)
+    return alice
+
+
+def test_revive_reactivates_an_account_once_its_probe_is_due_and_passes(
+    broken_alice: Account,
+    make_pool: PoolFactory,
+    storage: InMemoryStorage,
+    clock: ManualClock,
+    smtp_server: SMTPTestServer,
+) -> None:
+    pool = make_pool(selector=first, health=HealthPolicy(revive_after=60))
+    clock.advance(59)
+    before = len(smtp_server.commands)
+    assert pool.revive() == []  # not due yet: nothing probed
+    assert smtp_server.commands[before:] == []
+    clock.advance(1)
+    [result] = pool.revive()
+    assert (result.account_email, result.success) == (ALICE, True)
+    assert "RCPT TO" in result.message  # deep by default
+    alice = storage.get_by_email(ALICE)
+    assert (alice.status, alice.status_reason) == (AccountStatus.ACTIVE, None)
+    assert send(pool).account_email == ALICE
+    assert pool.revive() == []
+
+
+def test_a_failed_probe_doubles_the_wait_before_the_next(
+    broken_alice: Account,
+    make_pool: PoolFactory,
+    storage: InMemoryStorage,
+    clock: ManualClock,
+    smtp_server: SMTPTestServer,
+) -> None:
+    pool = make_pool(health=HealthPolicy(revive_after=60, revive_max=200))
+    smtp_server.reject_recipient(ALICE, "553 5.7.1 Sender address rejected: not owned")
+    probed = []
+    for _ in range(20):  # 60 s after the error, then 120 s, then 200 s (the most)
+        clock.advance(10)
+        if pool.revive():
+            probed.append(clock() - START)
+    assert [gap.total_seconds() for gap in probed] == [60, 180]
+    alice = storage.get_by_email(ALICE)
+    assert alice.status is AccountStatus.ERROR
+    assert alice.status_reason is not None and "5.7.1 <dave" in alice.status_reason
+    assert alice.consecutive_failures == 2
+    assert alice.last_error is not None
+    assert alice.last_error.startswith("probe failed: ") and "553" in alice.last_error
+    assert HealthPolicy(revive_after=60, revive_max=200).next_probe(alice) == (
+        START + timedelta(seconds=380)
+    )
+    # A login alone passes: the deep probe is what keeps it out.
+    clock.advance(200)
+    [shallow] = pool.revive(deep=False)
+    assert shallow.success
+    assert storage.get_by_email(ALICE).status is AccountStatus.ACTIVE
+
+
+def test_revive_never_probes_an_account_set_to_error_by_hand(
+    add: AccountFactory,
+    make_pool: PoolFactory,
+    storage: InMemoryStorage,
+    clock: ManualClock,
+) -> None:
+    add(ALICE, status=AccountStatus.ERROR, status_reason="retired by ops")
+    add(BOB, status=AccountStatus.INACTIVE)
+    clock.advance(days=30)
+    assert make_pool().revive() == []
+    assert storage.get_by_email(ALICE).status is AccountStatus.ERROR
 
 
 # -- the deep connection test -----------------------------------------------------
@@ -216,3 +316,26 @@ def test_cli_usage_shows_last_error_and_when(
     assert "ERROR AT" in table and "451 4.3.0 Try later" in table
     deep = ok("test-accounts", "--deep", "--json", storage=url).out
     assert "RCPT TO" in json.loads(deep)[0]["message"]
+
+
+def test_cli_revive_probes_the_accounts_that_are_due(
+    tmp_path: Path, smtp_server: SMTPTestServer
+) -> None:
+    url = f"json://{tmp_path / 'accounts.json'}"
+    storage = JSONStorage(tmp_path / "accounts.json")
+    settings = SMTPSettings(host=smtp_server.host, port=smtp_server.port, use_tls=False)
+    now = datetime.now(timezone.utc)  # the command runs on the real clock
+    for email, ago in ((ALICE, 600), (BOB, 60)):
+        account = storage.add(Account(email=email, smtp=settings))
+        storage.record_failure(
+            account.id,
+            Failure(FailureKind.BROKEN, BROKEN, now - timedelta(seconds=ago)),
+        )
+    rows = json.loads(ok("revive", "--json", storage=url).out)
+    assert [(row["account_email"], row["revived"]) for row in rows] == [(ALICE, True)]
+    assert storage.get_by_email(ALICE).status is AccountStatus.ACTIVE
+    assert storage.get_by_email(BOB).status is AccountStatus.ERROR
+    assert "no account in error is due" in ok("revive", storage=url).out
+    table = ok("revive", "--after", "30", "--shallow", storage=url).out
+    assert table.startswith("revived") and BOB in table
+    assert storage.get_by_email(BOB).status is AccountStatus.ACTIVE

@@ -372,12 +372,77 @@ class AccountPool:
         parallel (up to 8 at a time), ordered by email."""
         if probe_address is not None:
             check_addresses([probe_address])
-        accounts = self._accounts(status=AccountStatus.ACTIVE)
-        if not accounts:
-            return []
-        test = partial(self._test, deep=deep, probe_address=probe_address)
-        with ThreadPoolExecutor(max_workers=min(8, len(accounts))) as executor:
-            return list(executor.map(test, accounts))
+        return self._test_all(
+            self._accounts(status=AccountStatus.ACTIVE), deep, probe_address
+        )
+
+    def revive(
+        self, *, deep: bool = True, probe_address: str | None = None
+    ) -> list[ConnectionTestResult]:
+        """Probe the accounts in ``error`` whose probe is due, and reactivate
+        those that pass: the opt-in way back for accounts that failed (see
+        docs/replies.md). Call it now and then (a cron job, ``mailpool
+        revive``); the pool never calls it by itself.
+
+        An account is due at :meth:`HealthPolicy.next_probe`: ``revive_after``
+        after its last error, doubled after each failed probe (a failed probe
+        is recorded like a failed send, with ``record_failure``), at most
+        ``revive_max``. Accounts set to ``error`` by hand, without an error
+        that mailpool recorded, are never probed. A passing probe sets the
+        status back to ``active`` unless the account changed status or login
+        meanwhile.
+
+        :param deep: probe with ``MAIL FROM`` and ``RCPT TO`` too (as
+            :meth:`test_connection` does), so that a sender or relay refusal
+            is not taken for a fix; ``False``: log in only.
+        :returns: the probes made, ordered by email (``success``: reactivated).
+
+        .. versionadded:: 0.2
+        """
+        if probe_address is not None:
+            check_addresses([probe_address])
+        now = self.now()
+        due = [
+            account
+            for account in self._accounts(status=AccountStatus.ERROR)
+            if (when := self.health.next_probe(account)) is not None and when <= now
+        ]
+        results = self._test_all(due, deep, probe_address)
+        for account, result in zip(due, results, strict=True):
+            if result.success:
+                self._reactivate(account)
+            else:
+                self._record_failed_probe(account, result.message)
+        return results
+
+    def _reactivate(self, account: Account) -> None:
+        try:
+            current = self.storage.get(account.id)
+            if current.status is not AccountStatus.ERROR or not same_login(
+                current, account
+            ):
+                return  # someone changed it while it was probed
+            self.storage.update(
+                current.replace(status=AccountStatus.ACTIVE, status_reason=None)
+            )
+        except MailpoolError as exc:
+            log.warning("could not reactivate %s: %s", account.email, exc)
+            return
+        log.info("account %s passed its probe and is active again", account.email)
+
+    def _record_failed_probe(self, account: Account, message: str) -> None:
+        if not isinstance(self.storage, RecordsFailures):
+            return
+        failure = Failure(
+            FailureKind.TRANSIENT,
+            f"probe failed: {message}",
+            self.now(),
+            max_failures=self.health.max_failures,
+        )
+        try:
+            self.storage.record_failure(account.id, failure)
+        except MailpoolError as exc:
+            log.warning("could not record the probe of %s: %s", account.email, exc)
 
     def explain(self) -> list[AccountExplanation]:
         """For every account in scope, ordered by email: whether it can send
@@ -429,6 +494,16 @@ class AccountPool:
         if not self.scope.matches(account):
             raise AccountNotFound(key)
         return account
+
+    def _test_all(
+        self, accounts: list[Account], deep: bool, probe_address: str | None
+    ) -> list[ConnectionTestResult]:
+        """:meth:`_test` of each account, up to 8 at a time, in order."""
+        if not accounts:
+            return []
+        test = partial(self._test, deep=deep, probe_address=probe_address)
+        with ThreadPoolExecutor(max_workers=min(8, len(accounts))) as executor:
+            return list(executor.map(test, accounts))
 
     def _test(
         self, account: Account, deep: bool = False, probe_address: str | None = None

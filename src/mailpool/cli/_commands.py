@@ -1,4 +1,5 @@
-"""``mailpool test-accounts``, ``reset-daily``, ``usage``, ``send`` and ``demo``."""
+"""``mailpool test-accounts``, ``revive``, ``reset-daily``, ``usage``,
+``explain``, ``send`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -14,16 +15,26 @@ from mailpool.cli._context import Context
 from mailpool.cli._errors import EXIT_FAILED, EXIT_OK, CommandError
 from mailpool.cli._output import cell, count, duration, one_line
 from mailpool.errors import AccountNotFound
+from mailpool.health import HealthPolicy
 from mailpool.models import Account, AccountStatus
 from mailpool.pool import AccountPool
 from mailpool.transport import SMTPTransport
 
-__all__ = ["demo", "explain", "reset_daily", "send", "test_accounts", "usage"]
+__all__ = [
+    "demo",
+    "explain",
+    "reset_daily",
+    "revive",
+    "send",
+    "test_accounts",
+    "usage",
+]
 
 TEST_PROGRESS_MIN = 10
 """Accounts from which ``test-accounts`` draws a progress bar (on a terminal)."""
 TEST_THREADS = 8
 """Connection tests run at once."""
+DEFAULT_HEALTH = HealthPolicy()
 
 
 def _scope(args: argparse.Namespace) -> str:
@@ -111,6 +122,45 @@ def test_accounts(ctx: Context, args: argparse.Namespace) -> int:
             email = result["account_email"]
             ctx.out.line(f"{mark}  {email:<{width}}  {result['message']}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+# ------------------------------------------------------------------- revive
+
+
+def revive(ctx: Context, args: argparse.Namespace) -> int:
+    """Probe the accounts in error that are due, reactivate those that pass."""
+    transport = SMTPTransport(timeout=args.timeout, reuse_connections=False)
+    policy = HealthPolicy(
+        revive_after=args.after, revive_max=max(args.after, DEFAULT_HEALTH.revive_max)
+    )
+    with AccountPool(
+        ctx.storage(),
+        owner=args.owner,
+        tag=args.tag,
+        transport=transport,
+        health=policy,
+    ) as pool:
+        results = pool.revive(deep=not args.shallow, probe_address=args.probe)
+    rows: list[dict[str, Any]] = [
+        {
+            "account_id": result.account_id,
+            "account_email": result.account_email,
+            "revived": result.success,
+            "message": one_line(result.message),
+        }
+        for result in results
+    ]
+    if ctx.out.as_json:
+        ctx.out.json(rows)
+    elif not rows:
+        ctx.out.line(f"no account in error is due for a probe{_scope(args)}")
+    else:
+        width = max(len(row["account_email"]) for row in rows)
+        for row in rows:
+            mark = "revived" if row["revived"] else "FAIL   "
+            email = row["account_email"]
+            ctx.out.line(f"{mark}  {email:<{width}}  {row['message']}")
+    return EXIT_OK
 
 
 # -------------------------------------------------------------- reset-daily

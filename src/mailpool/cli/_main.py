@@ -325,6 +325,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="the RCPT TO address of --deep (default: the account's own)",
     )
 
+    revive = _command(
+        commands,
+        "revive",
+        _commands.revive,
+        "probe the accounts in error whose probe is due (with backoff) and "
+        "reactivate those that pass; for a cron job",
+    )
+    _scope(revive)
+    revive.add_argument(
+        "--after",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="first probe this long after an account's last error; doubled "
+        "after each failed probe, up to a day (default: 300)",
+    )
+    revive.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="per connection (default: 30)",
+    )
+    revive.add_argument(
+        "--shallow",
+        action="store_true",
+        help="log in only (default: also MAIL FROM and RCPT TO, then RSET)",
+    )
+    revive.add_argument(
+        "--probe",
+        metavar="ADDRESS",
+        help="the RCPT TO address of the probe (default: the account's own)",
+    )
+
     reset = _command(
         commands,
         "reset-daily",

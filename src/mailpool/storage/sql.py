@@ -1296,7 +1296,7 @@ class SQLStorage:
         earlier one), before any statement fails on them."""
         for table in (self._schema.accounts, self._schema.tags):
             found = {column["name"] for column in inspector.get_columns(table.name)}
-            missing = [name for name in table.c.keys() if name not in found]
+            missing = [c.name for c in table.columns if c.name not in found]
             if missing:
                 raise StorageError(
                     f"the table {table.name} in {self._location} lacks the "
