@@ -116,12 +116,21 @@ def test_accounts(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.out.as_json:
         ctx.out.json(ordered)
     else:
-        width = max(len(result["account_email"]) for result in ordered)
-        for result in ordered:
-            mark = "ok  " if result["success"] else "FAIL"
-            email = result["account_email"]
-            ctx.out.line(f"{mark}  {email:<{width}}  {result['message']}")
+        _print_results(ctx, ordered, "success", ("ok", "FAIL"))
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_results(
+    ctx: Context, rows: list[dict[str, Any]], passed: str, marks: tuple[str, str]
+) -> None:
+    """One line per row: its mark (``marks[0]`` when ``row[passed]``), its
+    email and its message, aligned."""
+    mark_width = max(len(mark) for mark in marks)
+    width = max(len(row["account_email"]) for row in rows)
+    for row in rows:
+        mark = marks[0] if row[passed] else marks[1]
+        email = row["account_email"]
+        ctx.out.line(f"{mark:<{mark_width}}  {email:<{width}}  {row['message']}")
 
 
 # ------------------------------------------------------------------- revive
@@ -155,11 +164,7 @@ def revive(ctx: Context, args: argparse.Namespace) -> int:
     elif not rows:
         ctx.out.line(f"no account in error is due for a probe{_scope(args)}")
     else:
-        width = max(len(row["account_email"]) for row in rows)
-        for row in rows:
-            mark = "revived" if row["revived"] else "FAIL   "
-            email = row["account_email"]
-            ctx.out.line(f"{mark}  {email:<{width}}  {row['message']}")
+        _print_results(ctx, rows, "revived", ("revived", "FAIL"))
     return EXIT_OK
 
 

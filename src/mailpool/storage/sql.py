@@ -1936,12 +1936,9 @@ class SQLStorage:
 
         a = self._schema.accounts
         with self._write("save OAuth2 tokens") as conn:
-            locked = conn.execute(
-                sa.select(a.c.id).where(a.c.id == account_id).with_for_update()
-            ).first()
-            if locked is None:
+            stored = self._locked(conn, account_id)
+            if stored is None:
                 raise AccountNotFound(account_id, location=self._location)
-            stored = self._accounts_where(conn, a.c.id == account_id)[0]
             oauth = stored.oauth2
             if oauth is None or _secret(oauth.refresh_token) != _secret(replacing):
                 return stored
@@ -1979,6 +1976,19 @@ class SQLStorage:
             conn.execute(sa.delete(t).where(t.c.account_id == account_id))
         logger.debug("removed account %s", account_id)
 
+    def _locked(self, conn: Connection, account_id: str) -> Account | None:
+        """The account, its row locked until the transaction ends (None if
+        there is no such account)."""
+        import sqlalchemy as sa
+
+        a = self._schema.accounts
+        locked = conn.execute(
+            sa.select(a.c.id).where(a.c.id == account_id).with_for_update()
+        ).first()
+        if locked is None:
+            return None
+        return self._accounts_where(conn, a.c.id == account_id)[0]
+
     def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
         """See :meth:`~mailpool.storage.base.RecordsFailures.record_failure`:
         the account row is locked, changed by the rule of
@@ -1991,12 +2001,9 @@ class SQLStorage:
 
         a = self._schema.accounts
         with self._write("record a failure") as conn:
-            locked = conn.execute(
-                sa.select(a.c.id).where(a.c.id == account_id).with_for_update()
-            ).first()
-            if locked is None:
+            account = self._locked(conn, account_id)
+            if account is None:
                 return None
-            account = self._accounts_where(conn, a.c.id == account_id)[0]
             failed = account.with_failure(failure)
             conn.execute(
                 sa.update(a)
