@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,7 +151,7 @@ def test_a_storage_without_record_failure_still_fails_over(
         {"revive_after": 600, "revive_max": 300},
     ],
 )
-def test_health_policy_is_validated(options: dict[str, float]) -> None:
+def test_health_policy_is_validated(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError) as caught:
         HealthPolicy(**options)
     assert next(iter(options)) in str(caught.value)
