@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.core.management import CommandError, call_command
 from djangotools import RowFactory
 
 from mailpool.contrib.django.models import EmailAccount
+from mailpool.contrib.django.storage import DjangoStorage
+from mailpool.models import Failure, FailureKind
 from smtpserver import USERS, SMTPTestServer
 
 pytestmark = pytest.mark.django_db
@@ -89,3 +92,36 @@ def test_reset_daily_email_counts(add_row: RowFactory) -> None:
     assert sorted(EmailAccount.objects.values_list("sent_count", flat=True)) == [0, 2]
     out, _, _ = run("reset_daily_email_counts")
     assert "of 1 account." in out
+
+
+def test_revive_reactivates_the_accounts_in_error_that_are_due(
+    add_row: RowFactory,
+) -> None:
+    now = datetime.now(timezone.utc)
+    storage = DjangoStorage()
+    for email, ago in (("alice@example.com", 600), ("bob@example.com", 60)):
+        row = add_row(email)
+        storage.record_failure(
+            row.pk,
+            Failure(
+                FailureKind.BROKEN, "554 5.7.1 refused", now - timedelta(seconds=ago)
+            ),
+        )
+    add_row("ops@example.com", status="error")  # by hand: never probed
+    out, _, error = run("revive_email_accounts", "--json")
+    assert error is None
+    assert [(r["account_email"], r["success"]) for r in json.loads(out)] == [
+        ("alice@example.com", True)
+    ]
+    statuses = dict(EmailAccount.objects.values_list("email", "status"))
+    assert statuses == {
+        "alice@example.com": "active",
+        "bob@example.com": "error",
+        "ops@example.com": "error",
+    }
+    out, _, _ = run("revive_email_accounts")
+    assert "No account in error is due" in out
+    out, _, _ = run("revive_email_accounts", "--after", "30", "--shallow")
+    assert out.startswith("revived") and "bob@example.com" in out
+    _, _, error = run("revive_email_accounts", "--after", "0")
+    assert error is not None and "revive_after" in str(error)
