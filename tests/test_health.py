@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mailpool.testing import ManualClock
 from pooltools import (
     ALICE,
     BOB,
+    CAROL,
     AccountFactory,
     PoolFactory,
     ProtocolOnly,
@@ -218,7 +220,7 @@ def test_a_failed_probe_doubles_the_wait_before_the_next(
     assert [gap.total_seconds() for gap in probed] == [60, 180]
     alice = storage.get_by_email(ALICE)
     assert alice.status is AccountStatus.ERROR
-    assert alice.status_reason is not None and "5.7.1 <dave" in alice.status_reason
+    assert alice.status_reason == alice.last_error  # still revivable
     assert alice.consecutive_failures == 2
     assert alice.last_error is not None
     assert alice.last_error.startswith("probe failed: ") and "553" in alice.last_error
@@ -232,17 +234,54 @@ def test_a_failed_probe_doubles_the_wait_before_the_next(
     assert storage.get_by_email(ALICE).status is AccountStatus.ACTIVE
 
 
+@pytest.mark.parametrize("reason", ["retired by ops", None])
 def test_revive_never_probes_an_account_set_to_error_by_hand(
     add: AccountFactory,
     make_pool: PoolFactory,
     storage: InMemoryStorage,
     clock: ManualClock,
+    reason: str | None,
 ) -> None:
     add(ALICE, status=AccountStatus.ERROR, status_reason="retired by ops")
     add(BOB, status=AccountStatus.INACTIVE)
+    carol = add(CAROL)  # an account with a history of failures...
+    storage.record_failure(
+        carol.id, Failure(FailureKind.THROTTLED, "421 4.7.0 slow down", START)
+    )
+    # ... that an operator then sets to error
+    storage.update(
+        storage.get(carol.id).replace(status=AccountStatus.ERROR, status_reason=reason)
+    )
     clock.advance(days=30)
     assert make_pool().revive() == []
-    assert storage.get_by_email(ALICE).status is AccountStatus.ERROR
+    assert [a.status for a in storage.accounts()] == [
+        AccountStatus.ERROR,
+        AccountStatus.INACTIVE,
+        AccountStatus.ERROR,
+    ]
+
+
+def test_a_probe_that_passes_after_the_account_changed_reactivates_nothing(
+    broken_alice: Account,
+    make_pool: PoolFactory,
+    storage: InMemoryStorage,
+    clock: ManualClock,
+    smtp_server: SMTPTestServer,
+) -> None:
+    clock.advance(300)
+    pool = make_pool()
+    hold = smtp_server.hold_next("MAIL")  # the probe waits there...
+    with ThreadPoolExecutor(1) as run:
+        probing = run.submit(pool.revive)
+        hold.wait_reached()
+        current = storage.get(broken_alice.id)  # ... while ops fix the login
+        smtp = current.smtp.model_copy(update={"username": "new-login"})
+        storage.update(current.replace(smtp=smtp))
+        hold.release()
+        [result] = probing.result(timeout=30)
+    assert not result.success
+    assert result.message.endswith("not reactivated: it changed meanwhile.")
+    assert storage.get(broken_alice.id).status is AccountStatus.ERROR
 
 
 # -- the deep connection test -----------------------------------------------------

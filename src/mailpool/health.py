@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailpool.errors import ConfigurationError
-from mailpool.models import Account, AccountStatus
+from mailpool.models import Account
 
 __all__ = ["HealthPolicy"]
 
@@ -43,12 +43,12 @@ class HealthPolicy:
 
     def next_probe(self, account: Account) -> datetime | None:
         """When :meth:`AccountPool.revive` may probe ``account`` next: for an
-        account in ``error`` that mailpool recorded an error of
-        (``last_error_at``), :attr:`revive_after` after it, doubled for each
-        failed probe since (``consecutive_failures``), at most
-        :attr:`revive_max`; None for any other account (one set to ``error``
-        by hand stays there until you reactivate it)."""
-        if account.status is not AccountStatus.ERROR or account.last_error_at is None:
+        account that mailpool set to ``error`` (:attr:`Account.revivable`),
+        :attr:`revive_after` after its last error, doubled for each failed
+        probe since (``consecutive_failures``), at most :attr:`revive_max`;
+        None for any other account (one set to ``error`` by hand stays there
+        until you reactivate it)."""
+        if not account.revivable or account.last_error_at is None:
             return None
         doublings = min(account.consecutive_failures, 40)
         wait = min(self.revive_after * 2**doublings, self.revive_max)

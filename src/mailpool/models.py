@@ -108,7 +108,8 @@ class PauseKind(str, enum.Enum):
 
 
 class FailureKind(str, enum.Enum):
-    """What a failed send says about its account (see :class:`Failure`).
+    """What a failed send says about its account, or how a probe of
+    :meth:`AccountPool.revive` ended (see :class:`Failure`).
 
     .. versionadded:: 0.2
     """
@@ -122,6 +123,11 @@ class FailureKind(str, enum.Enum):
     """The provider's quota is reached: held at the cap until the next reset."""
     BROKEN = "broken"
     """The account cannot send as configured: status ``error`` at once."""
+    PROBE_FAILED = "probe_failed"
+    """A revive probe failed: one more failure counted (the backoff of the
+    next probe doubles)."""
+    REVIVED = "revived"
+    """A revive probe passed: the account is ``active`` again."""
 
 
 @dataclass(frozen=True)
@@ -502,10 +508,20 @@ class Account(_Model):
 
         Only an ``active`` account changes status.
 
+        The two outcomes of a revive probe apply only to an account that
+        :attr:`revivable` says is still in the ``error`` mailpool set
+        (otherwise nothing changes: someone changed it meanwhile):
+
+        - ``probe_failed``: the last error (and the status reason, so that
+          it stays revivable) is the probe's, one more failure is counted;
+        - ``revived``: status ``active``, no reason, the count starts again.
+
         .. versionadded:: 0.2
         """
         at = _as_utc(failure.at)
         assert at is not None
+        if failure.kind in (FailureKind.PROBE_FAILED, FailureKind.REVIVED):
+            return self._probed(failure, at)
         changes: dict[str, Any] = {"last_error": failure.reason, "last_error_at": at}
         until: datetime | None = None
         if failure.kind is FailureKind.QUOTA:
@@ -527,16 +543,52 @@ class Account(_Model):
         elif failure.kind is FailureKind.TRANSIENT:
             count = min(self.consecutive_failures + 1, MAX_COUNT)
             if active and 0 < failure.max_failures <= count:
+                reason = f"{count} failures in a row; the last: {failure.reason}"
                 changes.update(
                     status=AccountStatus.ERROR,
-                    status_reason=(
-                        f"{count} failures in a row; the last: {failure.reason}"
-                    ),
+                    status_reason=reason,
+                    last_error=reason,
                     consecutive_failures=0,
                 )
             else:
                 changes["consecutive_failures"] = count
         return self.model_copy(update=changes)
+
+    @property
+    def revivable(self) -> bool:
+        """In ``error`` as mailpool set it after a failure, and unchanged
+        since: its ``status_reason`` is still its ``last_error``. Only such
+        accounts are probed by :meth:`AccountPool.revive` (an account set to
+        ``error`` by hand, with another reason or none, is not).
+
+        .. versionadded:: 0.2
+        """
+        return (
+            self.status is AccountStatus.ERROR
+            and self.last_error_at is not None
+            and self.status_reason is not None
+            and self.status_reason == self.last_error
+        )
+
+    def _probed(self, failure: Failure, at: datetime) -> Account:
+        if not self.revivable:
+            return self
+        if failure.kind is FailureKind.REVIVED:
+            return self.model_copy(
+                update={
+                    "status": AccountStatus.ACTIVE,
+                    "status_reason": None,
+                    "consecutive_failures": 0,
+                }
+            )
+        return self.model_copy(
+            update={
+                "status_reason": failure.reason,
+                "last_error": failure.reason,
+                "last_error_at": at,
+                "consecutive_failures": min(self.consecutive_failures + 1, MAX_COUNT),
+            }
+        )
 
     def as_of(self, day: date) -> Account:
         """This account with its count rolled over to ``day`` (a count from an

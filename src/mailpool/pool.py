@@ -384,13 +384,14 @@ class AccountPool:
         docs/replies.md). Call it now and then (a cron job, ``mailpool
         revive``); the pool never calls it by itself.
 
-        An account is due at :meth:`HealthPolicy.next_probe`: ``revive_after``
-        after its last error, doubled after each failed probe (a failed probe
-        is recorded like a failed send, with ``record_failure``), at most
-        ``revive_max``. Accounts set to ``error`` by hand, without an error
-        that mailpool recorded, are never probed. A passing probe sets the
-        status back to ``active`` unless the account changed status or login
-        meanwhile.
+        Only accounts that mailpool set to ``error`` are probed
+        (:attr:`Account.revivable`: not those set to ``error`` by hand). One
+        is due at :meth:`HealthPolicy.next_probe`: ``revive_after`` after its
+        last error, doubled after each failed probe, at most ``revive_max``.
+        The outcome is stored with ``record_failure`` (kinds ``revived`` and
+        ``probe_failed``, so every worker shares the backoff), and only if
+        the account did not change meanwhile; a passed probe that could not
+        reactivate it is reported as a failure.
 
         :param deep: probe with ``MAIL FROM`` and ``RCPT TO`` too (as
             :meth:`test_connection` does), so that a sender or relay refusal
@@ -408,41 +409,44 @@ class AccountPool:
             if (when := self.health.next_probe(account)) is not None and when <= now
         ]
         results = self._test_all(due, deep, probe_address)
-        for account, result in zip(due, results, strict=True):
-            if result.success:
-                self._reactivate(account)
-            else:
-                self._record_failed_probe(account, result.message)
-        return results
+        return [
+            self._probed(account, result)
+            for account, result in zip(due, results, strict=True)
+        ]
 
-    def _reactivate(self, account: Account) -> None:
+    def _probed(
+        self, account: Account, result: ConnectionTestResult
+    ) -> ConnectionTestResult:
+        """Store the outcome of the probe of ``account`` (reactivated, or one
+        more failed probe), unless the account changed meanwhile; the result
+        to report (a passed probe that reactivated nothing is no success)."""
+        kind = FailureKind.REVIVED if result.success else FailureKind.PROBE_FAILED
+        event = Failure(kind, f"probe failed: {result.message}", self.now())
         try:
             current = self.storage.get(account.id)
-            if current.status is not AccountStatus.ERROR or not same_login(
-                current, account
-            ):
-                return  # someone changed it while it was probed
-            self.storage.update(
-                current.replace(status=AccountStatus.ACTIVE, status_reason=None)
-            )
+            if not same_login(current, account) or not current.revivable:
+                stored = current  # changed meanwhile: leave it as it is
+            elif isinstance(self.storage, RecordsFailures):
+                stored = self.storage.record_failure(account.id, event) or current
+            elif result.success:  # no atomic way: a plain update
+                stored = self.storage.update(current.with_failure(event))
+            else:
+                stored = current  # no backoff without record_failure
         except MailpoolError as exc:
-            log.warning("could not reactivate %s: %s", account.email, exc)
-            return
-        log.info("account %s passed its probe and is active again", account.email)
-
-    def _record_failed_probe(self, account: Account, message: str) -> None:
-        if not isinstance(self.storage, RecordsFailures):
-            return
-        failure = Failure(
-            FailureKind.TRANSIENT,
-            f"probe failed: {message}",
-            self.now(),
-            max_failures=self.health.max_failures,
+            log.warning("could not store the probe of %s: %s", account.email, exc)
+            stored = account
+        if not result.success:
+            return result
+        if stored.status is AccountStatus.ACTIVE:
+            log.info("account %s passed its probe and is active again", account.email)
+            return result
+        return result.model_copy(
+            update={
+                "success": False,
+                "message": result.message
+                + " The account was not reactivated: it changed meanwhile.",
+            }
         )
-        try:
-            self.storage.record_failure(account.id, failure)
-        except MailpoolError as exc:
-            log.warning("could not record the probe of %s: %s", account.email, exc)
 
     def explain(self) -> list[AccountExplanation]:
         """For every account in scope, ordered by email: whether it can send

@@ -11,6 +11,7 @@ tables are never touched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from contract import (
 )
 
 from mailpool.errors import ConfigurationError, StorageError
-from mailpool.models import OAuth2Credentials, SMTPSettings
+from mailpool.models import Failure, FailureKind, OAuth2Credentials, SMTPSettings
 from mailpool.storage import (
     Lease,
     Scope,
@@ -51,6 +53,7 @@ from mailpool.storage import (
     Strategy,
     open_storage,
 )
+from mailpool.storage.sql import _Shape
 
 POSTGRES_URL = os.environ.get("MAILPOOL_TEST_POSTGRES_URL")
 NO_POSTGRES = (
@@ -366,6 +369,61 @@ def test_tables_of_an_earlier_version_are_refused_with_the_columns_they_lack(
         c["name"] for c in sa.inspect(old.engine).get_columns("mailpool_accounts")
     }
     assert "paused_until" not in columns  # nothing was changed
+
+
+def test_an_old_accounts_table_is_refused_even_when_the_tags_table_is_missing(
+    open_sql: OpenStorage,
+) -> None:
+    old = open_sql()
+    old.add(make_account())
+    with old.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE mailpool_account_tags"))
+        conn.execute(sa.text("ALTER TABLE mailpool_accounts DROP COLUMN pause_kind"))
+    with pytest.raises(StorageError, match=r"lacks the column\(s\) pause_kind"):
+        open_sql().accounts()
+
+
+def test_read_modify_writes_lose_nothing_on_a_sqlite_engine_passed_in(
+    tmp_path: Path,
+) -> None:
+    # pysqlite begins transactions its own way on an engine mailpool did not
+    # configure: the row must still be locked before it is read.
+    engine = sa.create_engine(_sqlite_url(tmp_path), connect_args={"timeout": 30})
+    storage = SQLStorage(engine)
+    account = storage.add(make_account())
+    failure = Failure(FailureKind.TRANSIENT, "451 4.3.0", NOW, max_failures=0)
+
+    def record(_: int) -> None:
+        for _ in range(10):
+            storage.record_failure(account.id, failure)
+            storage.update(storage.get(account.id).replace(sender_name="x"))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(record, range(8)))
+    assert storage.get(account.id).consecutive_failures == 80
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "scope", [Scope(), Scope(owner="acme"), Scope(tag="spring")], ids=repr
+)
+@pytest.mark.parametrize("exclude", [frozenset(), frozenset({"tried"})])
+def test_the_postgresql_claim_statements_stay_short_enough_for_psycopgs_cache(
+    scope: Scope, exclude: frozenset[str]
+) -> None:
+    # psycopg converts (and caches) a query of up to 4096 bytes once per
+    # connection, a longer one at every execution. No server is needed to
+    # compile them.
+    storage = SQLStorage("postgresql+psycopg://mailpool@localhost/mailpool")
+    shape = _Shape.of(claim(scope, exclude=exclude))
+    for strategy in Strategy:
+        for lock in ("choose", "skip", "wait"):
+            statement = storage._claim_statement(
+                dataclasses.replace(shape, strategy=strategy), lock
+            )
+            sql = str(statement.compile(dialect=storage.engine.dialect))
+            assert len(sql.encode()) <= 4096, (strategy, lock, len(sql))
+    storage.close()
 
 
 def test_owner_and_tag_longer_than_the_columns_are_refused(

@@ -47,7 +47,7 @@ from mailpool import (
     open_storage,
 )
 from mailpool.models import Failure, FailureKind
-from mailpool.storage import RecordsFailures
+from mailpool.storage import RecordsFailures, sql
 
 START = datetime(2026, 3, 28, 22, 0, tzinfo=timezone.utc)  # DST ends in Europe soon
 ZONES = ["UTC", "Europe/Paris", "Asia/Tokyo", "America/Los_Angeles"]
@@ -126,6 +126,7 @@ class StorageMachine(RuleBasedStateMachine):
         self.clock = START
         self.models: dict[str, Model] = {}
         self.rng = random.Random(2026)  # replayable: the same picks each run
+        sql._RANKS.seed(2026)  # and the same ranks for new SQL rows
 
     def teardown(self) -> None:
         self._context.__exit__(None, None, None)
@@ -198,7 +199,13 @@ class StorageMachine(RuleBasedStateMachine):
             assert now >= model.delivered_at + timedelta(
                 seconds=account.min_wait_time
             ), "claimed inside the minimum wait"
-        alive = [held for held in model.open_leases if held.expires_at > now]
+        # A lease that a later claim found run out no longer holds a slot,
+        # even for a caller whose clock reads an earlier time.
+        alive = [
+            held
+            for held in model.open_leases
+            if held.expires_at > now and id(held) not in model.overtaken
+        ]
         if not alive:
             model.early_frees = 0
         assert len(alive) < account.max_in_flight + model.early_frees, (
@@ -256,16 +263,25 @@ class StorageMachine(RuleBasedStateMachine):
             assert stored.paused_until is not None
             assert stored.paused_until >= max(ends), "a pause got shorter"
         model.paused_until = stored.paused_until
-        active = model.account.status is AccountStatus.ACTIVE
-        status = model.account.status
-        if kind is FailureKind.BROKEN and active:
+        before = model.account
+        active = before.status is AccountStatus.ACTIVE
+        status, last_error = before.status, f"{kind.value} reply"
+        if kind in (FailureKind.REVIVED, FailureKind.PROBE_FAILED):
+            # A probe's outcome applies only to an error that mailpool set.
+            last_error = before.last_error
+            if before.revivable and kind is FailureKind.REVIVED:
+                status, model.failures = AccountStatus.ACTIVE, 0
+            elif before.revivable:
+                last_error, model.failures = f"{kind.value} reply", model.failures + 1
+        elif kind is FailureKind.BROKEN and active:
             status, model.failures = AccountStatus.ERROR, 0
         elif kind is FailureKind.TRANSIENT:
             model.failures += 1
             if active and model.failures >= MAX_FAILURES:
                 status, model.failures = AccountStatus.ERROR, 0
+                last_error = f"{MAX_FAILURES} failures in a row; the last: {last_error}"
         assert stored.status is status
-        assert stored.last_error == f"{kind.value} reply"
+        assert stored.last_error == last_error
         model.account = stored
 
     @rule(lease=consumes(leases))

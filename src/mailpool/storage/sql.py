@@ -227,9 +227,12 @@ def _build_schema() -> _Schema:
         sa.Column("rank", sa.Double, nullable=False),
         # Health (record_failure): a quota hold or cool-down ends at
         # paused_until (_NEVER: none); the failures in a row; the last error.
-        sa.Column("paused_until", sa.Double, nullable=False),
+        # (Server defaults: a migration can add them to existing rows.)
+        sa.Column("paused_until", sa.Double, nullable=False, server_default="0"),
         sa.Column("pause_kind", sa.String(16), nullable=True),
-        sa.Column("consecutive_failures", sa.Integer, nullable=False),
+        sa.Column(
+            "consecutive_failures", sa.Integer, nullable=False, server_default="0"
+        ),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("last_error_at", sa.Double, nullable=True),
         sa.UniqueConstraint("email_key", name="uq_mailpool_accounts_email_key"),
@@ -1286,9 +1289,9 @@ class SQLStorage:
                 if missing:
                     self._schema.metadata.create_all(conn, checkfirst=True)
                     logger.info("created the mailpool tables in %s", self._location)
-                else:
-                    self._check_columns(inspector)
-                    self._check_key(conn)
+                    inspector = sa.inspect(conn)  # it cached what was missing
+                self._check_columns(inspector)
+                self._check_key(conn)
             self._ready = True
 
     def _check_columns(self, inspector: Any) -> None:
@@ -1565,7 +1568,9 @@ class SQLStorage:
         after the random rank, without the window of :meth:`_choice`."""
         import sqlalchemy as sa
 
-        a = self._schema.accounts
+        # PostgreSQL's (lock) statement names the row "a": shorter SQL, which
+        # psycopg caches (see _claim_cte).
+        a: Any = self._schema.accounts.alias("a") if lock else self._schema.accounts
         target: list[ColumnElement[bool]] = []
         if shape.account_id:
             pass
@@ -1664,11 +1669,13 @@ class SQLStorage:
         account with one row per tag (no row when nothing was claimed).
 
         The statement stays under 4 KB, the longest that psycopg caches its
-        conversion of (``SELECT *``, constants written in the SQL)."""
+        conversion of (``SELECT *``, constants written in the SQL, the row
+        named ``a``); a test checks it for the common scopes."""
         import sqlalchemy as sa
 
-        a, t = self._schema.accounts, self._schema.tags
-        claimed = self._claim_update(shape, lock).returning(*a.c).cte("claimed")
+        t = self._schema.tags
+        update = self._claim_update(shape, lock)
+        claimed = update.returning(*update.table.c).cte("claimed")
         synced = (
             sa.update(t)
             .where(t.c.account_id == claimed.c.id)
@@ -1873,15 +1880,15 @@ class SQLStorage:
         a, t = self._schema.accounts, self._schema.tags
         with self._write("update an account", duplicates=[account]) as conn:
             # The count's end moves with the time zone: read the count's day
-            # (locking the row), then write both.
-            usage = conn.execute(
-                sa.select(a.c.count_day, *(a.c[name] for name in _COPIED))
-                .where(a.c.id == account.id)
-                .with_for_update()
-            ).mappings()
-            row = dict(usage.first() or {})
-            if not row:
+            # (the row locked), then write both.
+            if not self._lock_row(conn, account.id):
                 raise AccountNotFound(account.id, location=self._location)
+            usage = conn.execute(
+                sa.select(a.c.count_day, *(a.c[name] for name in _COPIED)).where(
+                    a.c.id == account.id
+                )
+            ).mappings()
+            row = dict(usage.one())
             count_day = row["count_day"]
             if count_day is not None and not isinstance(count_day, date):
                 # SQLite (or a driver without date conversion): ISO text
@@ -1979,15 +1986,28 @@ class SQLStorage:
     def _locked(self, conn: Connection, account_id: str) -> Account | None:
         """The account, its row locked until the transaction ends (None if
         there is no such account)."""
+        if not self._lock_row(conn, account_id):
+            return None
+        return self._accounts_where(conn, self._schema.accounts.c.id == account_id)[0]
+
+    def _lock_row(self, conn: Connection, account_id: str) -> bool:
+        """Lock the account's row for the rest of the transaction; False when
+        there is no such account.
+
+        SQLite has no row locks: a write that changes nothing takes the
+        database's write lock instead, also on an engine passed in (where
+        the transaction begins as pysqlite pleases, without ``BEGIN
+        IMMEDIATE``, and a read alone would lock nothing)."""
         import sqlalchemy as sa
 
         a = self._schema.accounts
+        if conn.dialect.name == "sqlite":
+            touch = sa.update(a).where(a.c.id == account_id).values(id=a.c.id)
+            return conn.execute(touch).rowcount == 1
         locked = conn.execute(
             sa.select(a.c.id).where(a.c.id == account_id).with_for_update()
         ).first()
-        if locked is None:
-            return None
-        return self._accounts_where(conn, a.c.id == account_id)[0]
+        return locked is not None
 
     def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
         """See :meth:`~mailpool.storage.base.RecordsFailures.record_failure`:

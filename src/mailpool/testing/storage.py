@@ -1487,3 +1487,41 @@ class StorageContract:
         for worker in workers:
             worker.join()
         assert storage.get(account.id).consecutive_failures == 40
+
+    def test_probe_outcomes_apply_only_to_an_error_mailpool_set(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        broken = storage.add(make_account())
+        by_hand = storage.add(make_account("ops@example.com"))
+        later = NOW + timedelta(minutes=5)
+        for account in (broken, by_hand):
+            health.record_failure(
+                account.id, Failure(FailureKind.BROKEN, "535 5.7.8 refused", NOW)
+            )
+        storage.update(
+            storage.get(by_hand.id).replace(status_reason="retired by an operator")
+        )
+        failed = health.record_failure(
+            broken.id, Failure(FailureKind.PROBE_FAILED, "probe failed: 535", later)
+        )
+        assert failed is not None and failed.revivable
+        assert (failed.last_error, failed.last_error_at) == ("probe failed: 535", later)
+        assert (failed.status_reason, failed.consecutive_failures) == (
+            "probe failed: 535",
+            1,
+        )
+        revived = health.record_failure(
+            broken.id, Failure(FailureKind.REVIVED, "", later)
+        )
+        assert revived is not None and revived.status is AccountStatus.ACTIVE
+        assert (revived.status_reason, revived.consecutive_failures) == (None, 0)
+        assert storage.get(broken.id) == revived
+        # Neither outcome touches an account set to error by hand, nor an
+        # active one.
+        hand = storage.get(by_hand.id)
+        for account in (hand, revived):
+            for kind in (FailureKind.REVIVED, FailureKind.PROBE_FAILED):
+                assert health.record_failure(account.id, Failure(kind, "x", later)) == (
+                    account
+                )
+        assert storage.get(by_hand.id).status is AccountStatus.ERROR
