@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mailpool
 
 DESIGNED = {
@@ -49,3 +51,13 @@ def test_every_error_derives_from_mailpool_error() -> None:
     assert issubclass(mailpool.ConfigurationError, ValueError)
     assert issubclass(mailpool.AccountNotFound, KeyError)
     assert issubclass(mailpool.ConnectFailure, ConnectionError)
+
+
+def test_every_exported_name_has_its_entry_in_the_api_reference() -> None:
+    api = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    missing = [
+        name
+        for name in mailpool.__all__
+        if name != "__version__" and f"::: mailpool.{name}\n" not in api
+    ]
+    assert missing == []
