@@ -265,7 +265,8 @@ class StorageMachine(RuleBasedStateMachine):
         model.paused_until = stored.paused_until
         before = model.account
         active = before.status is AccountStatus.ACTIVE
-        status, last_error = before.status, f"{kind.value} reply"
+        status = before.status
+        last_error: str | None = f"{kind.value} reply"
         if kind in (FailureKind.REVIVED, FailureKind.PROBE_FAILED):
             # A probe's outcome applies only to an error that mailpool set.
             last_error = before.last_error
