@@ -18,6 +18,7 @@ from mailpool import (
     InMemoryStorage,
     JSONStorage,
     SMTPSettings,
+    StorageError,
     TemporarySendError,
 )
 from mailpool.models import Failure, FailureKind
@@ -379,3 +380,28 @@ def test_cli_revive_probes_the_accounts_that_are_due(
     table = ok("revive", "--after", "30", "--shallow", storage=url).out
     assert table.startswith("revived") and BOB in table
     assert storage.get_by_email(BOB).status is AccountStatus.ACTIVE
+
+
+class ReadOnlyHealth(InMemoryStorage):
+    """Refuses to store a revival, as a read-only replica would."""
+
+    def record_failure(self, account_id: str, failure: Failure, /) -> Account | None:
+        if failure.kind is FailureKind.REVIVED:
+            raise StorageError("the database is read-only")
+        return super().record_failure(account_id, failure)
+
+
+def test_a_passed_probe_that_cannot_be_stored_is_reported_as_failed(
+    make_pool: PoolFactory, clock: ManualClock, smtp_server: SMTPTestServer
+) -> None:
+    storage = ReadOnlyHealth()
+    settings = SMTPSettings(host=smtp_server.host, port=smtp_server.port, use_tls=False)
+    account = storage.add(Account(email=ALICE, smtp=settings))
+    storage.record_failure(account.id, Failure(FailureKind.BROKEN, BROKEN, clock()))
+    clock.advance(300)
+    [result] = make_pool(storage=storage).revive()
+    assert not result.success
+    assert result.message.endswith(
+        "not reactivated: The storage failed: the database is read-only."
+    )
+    assert storage.get(account.id).status is AccountStatus.ERROR

@@ -434,17 +434,17 @@ class AccountPool:
                 stored = current  # no backoff without record_failure
         except MailpoolError as exc:
             log.warning("could not store the probe of %s: %s", account.email, exc)
-            stored = account
-        if not result.success:
-            return result
-        if stored.status is AccountStatus.ACTIVE:
-            log.info("account %s passed its probe and is active again", account.email)
+            stored, why = account, _sentence(f"the storage failed: {exc}")
+        else:
+            if stored.status is AccountStatus.ACTIVE:
+                log.info("account %s passed its probe, active again", account.email)
+            why = "it changed meanwhile."
+        if not result.success or stored.status is AccountStatus.ACTIVE:
             return result
         return result.model_copy(
             update={
                 "success": False,
-                "message": result.message
-                + " The account was not reactivated: it changed meanwhile.",
+                "message": f"{result.message} The account was not reactivated: {why}",
             }
         )
 
