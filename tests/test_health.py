@@ -160,6 +160,34 @@ def test_health_policy_is_validated(options: dict[str, Any]) -> None:
     assert next(iter(options)) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "no such kind"},
+        {"at": "2026-01-01"},
+        {"at": datetime.max.replace(tzinfo=timezone.utc)},
+        {"cool_down": float("nan")},
+        {"cool_down": -1},
+        {"cool_down": 8 * 24 * 3600},
+        {"max_failures": -1},
+        {"max_failures": 1.5},
+    ],
+    ids=repr,
+)
+def test_an_impossible_failure_is_refused(fields: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Failure(**{"kind": FailureKind.QUOTA, "reason": "r", "at": START, **fields})
+    assert next(iter(fields)) in str(caught.value)
+
+
+def test_a_failure_kind_given_as_its_name_counts(storage: InMemoryStorage) -> None:
+    account = storage.add(Account(email=ALICE, smtp=SMTPSettings(host="h")))
+    failure = Failure("broken", "535 5.7.8 refused", START)  # type: ignore[arg-type]
+    assert failure.kind is FailureKind.BROKEN
+    failed = storage.record_failure(account.id, failure)
+    assert failed is not None and failed.status is AccountStatus.ERROR
+
+
 # -- revive(): the opt-in way back ---------------------------------------------------
 
 BROKEN = "554 5.7.1 <dave@example.net>: Client host rejected: Access denied"

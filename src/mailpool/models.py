@@ -12,6 +12,7 @@ import enum
 import functools
 import ipaddress
 import math
+import re
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -138,9 +139,17 @@ class Failure:
     :param kind: what it says about the account.
     :param reason: a sentence for a person (never a secret).
     :param at: when it happened (aware).
-    :param cool_down: seconds a ``throttled`` account pauses.
+    :param cool_down: seconds a ``throttled`` account pauses (0 to a week).
     :param max_failures: consecutive ``transient`` failures that set the
         status to ``error`` (0: never).
+    :raises ConfigurationError: for an unknown kind, a time that is not a
+        datetime (or too close to the end of the calendar to pause from), an
+        impossible ``cool_down`` or ``max_failures``.
+
+    The reason is stored as given but for what no storage can hold: NUL and
+    other control characters (line breaks and tabs excepted) become spaces,
+    characters that are not valid Unicode become ``?``, and an empty reason
+    reads ``unknown failure``.
 
     .. versionadded:: 0.2
     """
@@ -150,6 +159,56 @@ class Failure:
     at: datetime
     cool_down: float = 300.0
     max_failures: int = 5
+
+    def __post_init__(self) -> None:
+        try:
+            kind = FailureKind(self.kind)
+        except ValueError:
+            raise ConfigurationError(
+                f"Failure kind must be one of {', '.join(k.value for k in FailureKind)}"
+                f" (got {self.kind!r})"
+            ) from None
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "reason", clean_reason(self.reason))
+        if not isinstance(self.at, datetime):
+            raise ConfigurationError(f"Failure at must be a datetime (got {self.at!r})")
+        try:
+            self.at + timedelta(days=2, seconds=MAX_WAIT)  # the longest pause
+        except OverflowError:
+            raise ConfigurationError(
+                f"Failure at is too close to the end of the calendar: {self.at}"
+            ) from None
+        cool_down = self.cool_down
+        if (
+            isinstance(cool_down, bool)
+            or not isinstance(cool_down, (int, float))
+            or not 0 <= cool_down <= MAX_WAIT
+        ):
+            raise ConfigurationError(
+                "Failure cool_down must be a number of seconds between 0 and a "
+                f"week (got {cool_down!r})"
+            )
+        failures = self.max_failures
+        if isinstance(failures, bool) or not isinstance(failures, int):
+            raise ConfigurationError(
+                f"Failure max_failures must be a whole number (got {failures!r})"
+            )
+        if not 0 <= failures <= MAX_COUNT:
+            raise ConfigurationError(
+                f"Failure max_failures must be between 0 and {MAX_COUNT} "
+                f"(got {failures!r})"
+            )
+
+
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean_reason(reason: object) -> str:
+    """``reason`` as every storage can hold it (see :class:`Failure`)."""
+    text = reason if isinstance(reason, str) else str(reason)
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = _UNSTORABLE.sub(" ", text)
+    return text if text.strip() else "unknown failure"
 
 
 class SMTPSettings(_Model):
@@ -552,6 +611,10 @@ class Account(_Model):
                 )
             else:
                 changes["consecutive_failures"] = count
+        if self.revivable and changes.get("status", self.status) is AccountStatus.ERROR:
+            # A failure of a send still in flight when mailpool set the error:
+            # the error stays the one mailpool set (and revivable).
+            changes["status_reason"] = changes["last_error"]
         return self.model_copy(update=changes)
 
     @property

@@ -41,6 +41,7 @@ from mailpool.models import (
     FailureKind,
     PauseKind,
     SendResult,
+    clean_reason,
 )
 from mailpool.selection import SelectorLike, as_selector, builtin_strategy
 from mailpool.storage.base import (
@@ -635,7 +636,9 @@ class AccountPool:
             if not same_login(current, account):  # OAuth2 renewals don't count
                 return
             self.storage.update(
-                current.replace(status=AccountStatus.ERROR, status_reason=str(error))
+                current.replace(
+                    status=AccountStatus.ERROR, status_reason=clean_reason(error)
+                )
             )
         except MailpoolError as exc:
             log.warning("could not set %s to status error: %s", account.email, exc)

@@ -1525,3 +1525,31 @@ class StorageContract:
                     account
                 )
         assert storage.get(by_hand.id).status is AccountStatus.ERROR
+
+    def test_a_failure_of_a_send_in_flight_keeps_the_error_revivable(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account(max_in_flight=2))
+        health.record_failure(
+            account.id, Failure(FailureKind.BROKEN, "535 5.7.8 refused", NOW)
+        )
+        later = health.record_failure(
+            account.id, Failure(FailureKind.TRANSIENT, "timed out", NOW)
+        )
+        assert later is not None and later.status is AccountStatus.ERROR
+        assert later.revivable and later.last_error == "timed out"
+        assert storage.get(account.id) == later
+
+    def test_a_reason_no_storage_could_hold_is_stored_cleaned(
+        self, storage: Storage, health: RecordsFailures
+    ) -> None:
+        account = storage.add(make_account())
+        reason = "535 5.7.8 \x00bad\udcff\r\nline two\x1b"
+        failed = health.record_failure(
+            account.id, Failure(FailureKind.BROKEN, reason, NOW)
+        )
+        assert failed is not None
+        assert (
+            failed.last_error == failed.status_reason == "535 5.7.8  bad? \nline two "
+        )
+        assert storage.get(account.id) == failed
