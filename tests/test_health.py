@@ -12,6 +12,7 @@ import pytest
 
 from mailpool import (
     Account,
+    AccountPool,
     AccountStatus,
     ConfigurationError,
     HealthPolicy,
@@ -40,6 +41,13 @@ from test_cli_support import ok
 START = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
 
 
+def fail_a_send(pool: AccountPool, smtp_server: SMTPTestServer) -> None:
+    """One send that fails with a transient reply, retries included."""
+    smtp_server.fail_next("MAIL", "451 4.3.0 Temporary lookup failure", times=3)
+    with pytest.raises(TemporarySendError):
+        send(pool)
+
+
 def test_failures_in_a_row_set_status_error_with_reason_and_time(
     add: AccountFactory,
     make_pool: PoolFactory,
@@ -48,9 +56,7 @@ def test_failures_in_a_row_set_status_error_with_reason_and_time(
 ) -> None:
     add(ALICE)
     pool = make_pool(failover=0, health=HealthPolicy(max_failures=2))
-    smtp_server.fail_next("MAIL", "451 4.3.0 Temporary lookup failure", times=3)
-    with pytest.raises(TemporarySendError):
-        send(pool)
+    fail_a_send(pool, smtp_server)
     alice = storage.get_by_email(ALICE)
     assert alice.status is AccountStatus.ACTIVE
     assert alice.consecutive_failures == 1
@@ -75,9 +81,7 @@ def test_a_delivery_ends_the_run_of_failures(
 ) -> None:
     add(ALICE)
     pool = make_pool(failover=0, health=HealthPolicy(max_failures=2))
-    smtp_server.fail_next("MAIL", "451 4.3.0 Temporary lookup failure", times=3)
-    with pytest.raises(TemporarySendError):
-        send(pool)
+    fail_a_send(pool, smtp_server)
     send(pool)
     alice = storage.get_by_email(ALICE)
     assert alice.consecutive_failures == 0
@@ -93,9 +97,7 @@ def test_max_failures_zero_never_sets_error(
     add(ALICE)
     pool = make_pool(failover=0, health=HealthPolicy(max_failures=0))
     for _ in range(3):
-        smtp_server.fail_next("MAIL", "451 4.3.0 Try later", times=3)
-        with pytest.raises(TemporarySendError):
-            send(pool)
+        fail_a_send(pool, smtp_server)
     assert storage.get_by_email(ALICE).status is AccountStatus.ACTIVE
 
 

@@ -269,21 +269,23 @@ def test_throttling_is_stored_so_another_pool_respects_it(
     assert send(other).account_email == BOB
 
 
-def test_throttle_error_type(
-    add: AccountFactory, smtp_server: SMTPTestServer, transport: SMTPTransport
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("421 4.7.0 Try again later, closing connection.", AccountThrottled),
+        ("550 5.4.5 Daily user sending quota exceeded.", AccountQuotaExceeded),
+    ],
+)
+def test_the_transport_raises_the_error_of_the_reply_class(
+    add: AccountFactory,
+    smtp_server: SMTPTestServer,
+    transport: SMTPTransport,
+    reply: str,
+    error: type[Exception],
 ) -> None:
     account = add(ALICE)
-    smtp_server.fail_next("MAIL", "421 4.7.0 Try again later, closing connection.")
-    with pytest.raises(AccountThrottled):
-        transport.send(account, _message())
-
-
-def test_quota_error_type(
-    add: AccountFactory, smtp_server: SMTPTestServer, transport: SMTPTransport
-) -> None:
-    account = add(ALICE)
-    smtp_server.fail_next("MAIL", "550 5.4.5 Daily user sending quota exceeded.")
-    with pytest.raises(AccountQuotaExceeded):
+    smtp_server.fail_next("MAIL", reply)
+    with pytest.raises(error):
         transport.send(account, _message())
 
 

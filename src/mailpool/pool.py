@@ -513,25 +513,8 @@ class AccountPool:
     def _test(
         self, account: Account, deep: bool = False, probe_address: str | None = None
     ) -> ConnectionTestResult:
-        try:
-            if deep:
-                check: Callable[..., str] = self._transport.check
-                message = check(account, probe=probe_address or account.email)
-            else:
-                message = self._transport.check(account)
-        except SendError as exc:
-            return ConnectionTestResult(
-                account_id=account.id,
-                account_email=account.email,
-                success=False,
-                message=_sentence(str(exc)),
-            )
-        return ConnectionTestResult(
-            account_id=account.id,
-            account_email=account.email,
-            success=True,
-            message=message,
-        )
+        probe = (probe_address or account.email) if deep else None
+        return connection_test(self._transport, account, probe=probe)
 
     def _claim(self, tried: frozenset[str], patience: _Patience | None) -> Lease | None:
         """Claim an eligible account not tried yet; None when there is none
@@ -734,6 +717,34 @@ class _Patience:
 
 def _all(count: int, noun: str) -> str:
     return f"the only {noun}" if count == 1 else f"all {count} {noun}s"
+
+
+def connection_test(
+    transport: Transport, account: Account, *, probe: str | None = None
+) -> ConnectionTestResult:
+    """Connect and log in with ``account`` through ``transport`` without
+    sending (with ``probe``, a deep test: ``MAIL FROM`` and ``RCPT TO``
+    ``probe`` too, which the transport must accept as ``check(account,
+    probe=...)``); the result, whose message is a sentence for a person."""
+    try:
+        if probe is not None:
+            check: Callable[..., str] = transport.check
+            message = check(account, probe=probe)
+        else:
+            message = transport.check(account)
+    except SendError as exc:
+        return ConnectionTestResult(
+            account_id=account.id,
+            account_email=account.email,
+            success=False,
+            message=_sentence(str(exc)),
+        )
+    return ConnectionTestResult(
+        account_id=account.id,
+        account_email=account.email,
+        success=True,
+        message=_sentence(message),
+    )
 
 
 def _sentence(text: str) -> str:

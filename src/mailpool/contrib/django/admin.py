@@ -33,6 +33,21 @@ SECRETS = (
 """The write-only fields."""
 
 
+def _secret(label: str) -> forms.CharField:
+    """A write-only field for a secret: never rendered back, kept as typed."""
+    return forms.CharField(
+        label=label,
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+
+
+def _clear(label: str) -> forms.BooleanField:
+    """The box that removes a stored secret (an empty secret field keeps it)."""
+    return forms.BooleanField(label=label, required=False)
+
+
 class EmailAccountForm(forms.ModelForm):
     """The account form: tags as text, secrets write-only."""
 
@@ -42,42 +57,14 @@ class EmailAccountForm(forms.ModelForm):
         required=False,
         help_text="Comma-separated, e.g. the campaigns this account sends for.",
     )
-    smtp_password = forms.CharField(
-        label="SMTP password",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-    )
-    clear_smtp_password = forms.BooleanField(
-        label="Remove the stored SMTP password", required=False
-    )
-    oauth2_access_token = forms.CharField(
-        label="OAuth2 access token",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-    )
-    clear_oauth2_access_token = forms.BooleanField(
-        label="Remove the stored access token", required=False
-    )
-    oauth2_refresh_token = forms.CharField(
-        label="OAuth2 refresh token",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-    )
-    clear_oauth2_refresh_token = forms.BooleanField(
-        label="Remove the stored refresh token", required=False
-    )
-    oauth2_client_secret = forms.CharField(
-        label="OAuth2 client secret",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-    )
-    clear_oauth2_client_secret = forms.BooleanField(
-        label="Remove the stored client secret", required=False
-    )
+    smtp_password = _secret("SMTP password")
+    clear_smtp_password = _clear("Remove the stored SMTP password")
+    oauth2_access_token = _secret("OAuth2 access token")
+    clear_oauth2_access_token = _clear("Remove the stored access token")
+    oauth2_refresh_token = _secret("OAuth2 refresh token")
+    clear_oauth2_refresh_token = _clear("Remove the stored refresh token")
+    oauth2_client_secret = _secret("OAuth2 client secret")
+    clear_oauth2_client_secret = _clear("Remove the stored client secret")
 
     class Meta:
         model = EmailAccount

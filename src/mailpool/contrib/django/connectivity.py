@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 
 from mailpool.contrib.django.models import EmailAccount
-from mailpool.errors import ConfigurationError, SendError
+from mailpool.errors import ConfigurationError
 from mailpool.models import Account, ConnectionTestResult
+from mailpool.pool import connection_test
 from mailpool.transport import SMTPTransport
 
 __all__ = ["check_accounts", "smtp_transport"]
@@ -64,30 +65,11 @@ def _test(
     transport: SMTPTransport, row: EmailAccount, account: Account | ConfigurationError
 ) -> ConnectionTestResult:
     if isinstance(account, ConfigurationError):
+        problem = str(account).strip().rstrip(".")
         return ConnectionTestResult(
             account_id=str(row.pk),
             account_email=str(row.email),
             success=False,
-            message=_sentence(f"The stored settings are invalid: {account}"),
+            message=f"The stored settings are invalid: {problem}.",
         )
-    try:
-        message = transport.check(account)
-    except SendError as exc:
-        return ConnectionTestResult(
-            account_id=account.id,
-            account_email=account.email,
-            success=False,
-            message=_sentence(str(exc)),
-        )
-    return ConnectionTestResult(
-        account_id=account.id,
-        account_email=account.email,
-        success=True,
-        message=_sentence(message),
-    )
-
-
-def _sentence(text: str) -> str:
-    text = text.strip() or "The connection test failed for an unknown reason"
-    text = text[0].upper() + text[1:]
-    return text if text.endswith(".") else text + "."
+    return connection_test(transport, account)
