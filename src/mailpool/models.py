@@ -56,6 +56,24 @@ MAX_WAIT = 7 * 24 * 3600.0
 """The longest ``min_wait_time``: a week."""
 MAX_IN_FLIGHT = 1000
 """The most sends of one account in flight at once."""
+HEALTH_FIELDS = (
+    "paused_until",
+    "pause_kind",
+    "consecutive_failures",
+    "last_error",
+    "last_error_at",
+)
+"""The fields of an account's health (see :meth:`Account.with_failure`)."""
+USAGE_FIELDS = (
+    "sent_count",
+    "count_day",
+    "last_sent_at",
+    "in_flight",
+    "lease_until",
+    *HEALTH_FIELDS,
+)
+"""The fields owned by the send path (usage counters, lease and health):
+:meth:`Storage.update` keeps them as stored."""
 
 
 def _new_id() -> str:

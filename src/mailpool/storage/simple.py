@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 
 from mailpool.errors import AccountNotFound
-from mailpool.models import Account, AccountStatus, Failure
+from mailpool.models import USAGE_FIELDS, Account, AccountStatus, Failure
 from mailpool.storage.base import (
     CANDIDATE_SAMPLE,
     Claim,
@@ -194,21 +194,6 @@ class SimpleStorage:
             return accounts[account_id]
         except KeyError:
             raise AccountNotFound(account_id, location=self._location) from None
-
-
-USAGE_FIELDS = (
-    "sent_count",
-    "count_day",
-    "last_sent_at",
-    "in_flight",
-    "lease_until",
-    "paused_until",
-    "pause_kind",
-    "consecutive_failures",
-    "last_error",
-    "last_error_at",
-)
-"""The fields owned by the storage, which :meth:`Storage.update` keeps."""
 
 
 def with_usage_of(stored: Account, account: Account) -> Account:

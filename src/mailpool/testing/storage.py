@@ -59,7 +59,7 @@ from mailpool import (
     StorageError,
     Strategy,
 )
-from mailpool.models import Failure, FailureKind, PauseKind
+from mailpool.models import HEALTH_FIELDS, Failure, FailureKind, PauseKind
 from mailpool.storage import RecordsFailures
 
 __all__ = [
@@ -138,15 +138,6 @@ def seconds(*values: float) -> list[datetime]:
     """The moments :data:`NOW` + each of ``values`` seconds."""
     return [NOW + timedelta(seconds=value) for value in values]
 
-
-_HEALTH = {
-    "paused_until",
-    "pause_kind",
-    "consecutive_failures",
-    "last_error",
-    "last_error_at",
-}
-"""The health fields (see :meth:`Account.with_failure`)."""
 
 Reopen = Callable[[], Storage]
 """Opens a new storage object on the location of the test's ``storage``."""
@@ -1448,7 +1439,9 @@ class StorageContract:
             account.replace(sender_name="Alice", consecutive_failures=4)
         )
         assert updated.sender_name == "Alice"
-        assert updated.model_dump(include=_HEALTH) == failed.model_dump(include=_HEALTH)
+        assert updated.model_dump(include=set(HEALTH_FIELDS)) == failed.model_dump(
+            include=set(HEALTH_FIELDS)
+        )
 
     def test_record_failure_of_a_removed_account_returns_none(
         self, storage: Storage, health: RecordsFailures

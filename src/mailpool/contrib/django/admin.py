@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from mailpool.contrib.django.connectivity import check_accounts
 from mailpool.contrib.django.models import MAX_NAME, EmailAccount, choices
-from mailpool.models import AccountStatus
+from mailpool.models import USAGE_FIELDS, AccountStatus
 from mailpool.providers import ConnectionType
 
 __all__ = ["EmailAccountAdmin", "EmailAccountForm"]
@@ -154,16 +154,8 @@ class EmailAccountAdmin(admin.ModelAdmin):
     )
     readonly_fields = (
         "id",
-        "sent_today_of_limit",
-        "count_day",
-        "last_sent_at",
-        "in_flight",
-        "lease_until",
-        "paused_until",
-        "pause_kind",
-        "consecutive_failures",
-        "last_error",
-        "last_error_at",
+        "sent_today_of_limit",  # in place of sent_count
+        *(name for name in USAGE_FIELDS if name != "sent_count"),
     )
     fieldsets = (
         (

@@ -25,7 +25,13 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 
 from mailpool.errors import ConfigurationError
-from mailpool.models import Account, AccountStatus, OAuth2Credentials, SMTPSettings
+from mailpool.models import (
+    USAGE_FIELDS,
+    Account,
+    AccountStatus,
+    OAuth2Credentials,
+    SMTPSettings,
+)
 from mailpool.providers import ConnectionType
 
 __all__ = [
@@ -74,19 +80,6 @@ SETTINGS_FIELDS = (
 )
 """The columns an account's settings live in (what ``save()`` writes)."""
 
-USAGE_FIELDS = (
-    "sent_count",
-    "count_day",
-    "last_sent_at",
-    "in_flight",
-    "lease_until",
-    "paused_until",
-    "pause_kind",
-    "consecutive_failures",
-    "last_error",
-    "last_error_at",
-)
-"""The usage counters and health, owned by the send path."""
 
 _FAR_FUTURE = datetime(9999, 12, 31, tzinfo=timezone.utc)
 
